@@ -1,0 +1,131 @@
+"""Builds a Segmenter from a preset: the registry users and scripts go through.
+
+    seg = build_segmenter("smart_vitl14_336_swinb", weights="smart_coco.safetensors")
+    result = seg(image_rgb, "car; road [stuff]; person,pedestrian")
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List, Optional, Tuple
+
+import open_clip
+import torch
+from torch import nn
+
+from .config import ClassifierConfig, PresetConfig, load_preset, preset_names, resolve_path
+from .modeling.classifiers import CLASSIFIERS, GeometricEnsemble, MaskCropClassifier, MaskAdapterClassifier
+from .modeling.clip_encoder import MaskCLIPEncoder
+from .modeling.proposals import Mask2FormerProposals
+from .segmenter import Segmenter
+from .text import EmbeddingCache, TextEncoder
+from .trainable import apply_trainable
+from .weights import create_clip, load_delta
+
+__all__ = ["build_segmenter", "preset_names", "load_preset"]
+
+
+def _pair(size) -> Tuple[int, int]:
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was asked for but CUDA is not available here; use --device cpu")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype, or None for plain fp32."""
+    table = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    if precision not in table:
+        raise ValueError(f"unknown precision {precision!r}; choose auto, fp32, fp16 or bf16")
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("fp16 autocast is for CUDA; on the CPU use fp32 or bf16")
+    return table[precision]
+
+
+def build_classifier(cfg: ClassifierConfig, clip: nn.Module, visual: nn.Module, clip_size,
+                     preset: str) -> nn.Module:
+    """``visual`` becomes the classifier's encoder (its modules are taken, not copied)."""
+    if cfg.type not in CLASSIFIERS:
+        raise ValueError(f"preset {preset!r}: unknown classifier type {cfg.type!r}; "
+                         f"choose one of {sorted(CLASSIFIERS)}")
+    uses_masks_in_clip = cfg.type == "mask_attention"
+    if not uses_masks_in_clip and (cfg.sma_layers or cfg.distribution_adapter):
+        raise ValueError(f"preset {preset!r}: sma_layers and distribution_adapter need the "
+                         f"mask_attention classifier, not {cfg.type!r}")
+    text_dim = int(clip.text_projection.shape[1]) if getattr(clip, "text_projection", None) is not None \
+        else clip.visual.output_dim
+    encoder = MaskCLIPEncoder(visual, text_dim=text_dim, sma_layers=cfg.sma_layers,
+                              sma_residual=cfg.sma_residual, distribution_adapter=cfg.distribution_adapter)
+    kwargs: Dict[str, Any] = dict(logit_scale=float(clip.logit_scale.detach().exp()), learned_void=cfg.learned_void)
+    if cfg.type == "mask_crop":
+        # Crops go through CLIP at its native (pre-training) size.
+        return MaskCropClassifier(encoder, input_size=encoder.native_grid[0] * encoder.patch_size,
+                                  chunk=cfg.crop_chunk, **kwargs)
+    if cfg.type == "mask_adapter":
+        return MaskAdapterClassifier(encoder, input_size=clip_size, hidden=cfg.adapter_hidden,
+                                     num_maps=cfg.adapter_maps, **kwargs)
+    return CLASSIFIERS[cfg.type](encoder, input_size=clip_size, **kwargs)
+
+
+def build_segmenter(preset: str = "tiny", weights: Optional[str] = None, device: Optional[str] = None,
+                    overrides: Optional[Dict[str, Any]] = None, proposals: Optional[nn.Module] = None,
+                    embedding_cache: Optional[EmbeddingCache] = None) -> Segmenter:
+    """A ready Segmenter. ``weights`` (our trained delta) overrides the preset's;
+    ``overrides`` are dotted preset keys, e.g. ``{"inference.overlap_threshold": 0.5}``;
+    ``proposals`` replaces the mask generator (e.g. an OracleProposals)."""
+    cfg = load_preset(preset, overrides)
+    if device is not None:
+        cfg.device = device
+    if weights is not None:
+        cfg.weights = weights
+    return build_from_config(cfg, proposals=proposals, embedding_cache=embedding_cache)
+
+
+def build_from_config(cfg: PresetConfig, proposals: Optional[nn.Module] = None,
+                      embedding_cache: Optional[EmbeddingCache] = None) -> Segmenter:
+    device = resolve_device(cfg.device)
+    clip_size = _pair(cfg.clip.input_size)
+    clip = create_clip(cfg.clip.model, resolve_path(cfg.clip.pretrained), cfg.name)
+    # The second half of an ensemble gets its own copy so the two never share parameters.
+    second_visual = copy.deepcopy(clip.visual) if cfg.ensemble is not None else None
+    classifier = build_classifier(cfg.classifier, clip, clip.visual, clip_size, cfg.name)
+    seen: List[str] = []
+    if cfg.ensemble is not None:
+        second = build_classifier(cfg.ensemble.classifier, clip, second_visual, clip_size, cfg.name)
+        classifier = GeometricEnsemble(classifier, second, cfg.ensemble.alpha, cfg.ensemble.beta)
+        seen = list(cfg.ensemble.seen_classes)
+    clip.visual = None  # the encoders own the visual tower now; the text tower stays here
+    if proposals is None:
+        proposals = build_proposals(cfg)
+    trainable = apply_trainable(classifier, cfg.classifier.trainable, clip, proposals)
+    if cfg.weights:
+        load_delta(classifier, trainable, resolve_path(cfg.weights), cfg.name)
+    classifier.eval()
+    tokenizer = open_clip.get_tokenizer(cfg.clip.model)
+    model_key = f"{cfg.name}|{cfg.clip.model}|{cfg.clip.pretrained}|{cfg.weights}"
+    text_encoder = TextEncoder(clip.to(device), tokenizer, model_key, chunk_size=cfg.text.chunk_size,
+                               cache=embedding_cache or EmbeddingCache(cfg.text.cache_size))
+    segmenter = Segmenter(proposals.to(device), classifier.to(device), text_encoder,
+                          proposal_size=_pair(cfg.proposals.input_size), clip_size=clip_size,
+                          inference=cfg.inference, device=device,
+                          amp_dtype=resolve_precision(cfg.precision, device), seen_classes=seen,
+                          name=cfg.name)
+    segmenter.config = cfg
+    segmenter.trainable = trainable
+    return segmenter
+
+
+def build_proposals(cfg: PresetConfig) -> nn.Module:
+    if cfg.proposals.pretrained:
+        return Mask2FormerProposals.from_pretrained(resolve_path(cfg.proposals.pretrained))
+    if not cfg.proposals.model:
+        raise ValueError(f"preset {cfg.name!r}: set proposals.model (an architecture) or "
+                         f"proposals.pretrained (a Mask2Former directory)")
+    return Mask2FormerProposals.from_arch(cfg.proposals.model)

@@ -1,0 +1,126 @@
+"""``ovseg segment IMAGES... --vocab "car; road [stuff]" --preset NAME --out DIR``.
+
+Writes per image an overlay PNG and a COCO-panoptic PNG, one ``panoptic.json`` for all,
+and prints a table of segments. A file that cannot be read is reported and skipped;
+the others are still written (exit status 1 tells that something was skipped).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .config import preset_names
+from .panoptic_io import categories, panoptic_annotation, write_panoptic_json, write_panoptic_png
+from .structures import PanopticResult
+from .visualize import overlay
+from .vocabulary import Vocabulary
+
+
+def read_image(path: Path) -> np.ndarray:
+    """RGB uint8 HxWx3; raises ValueError naming the file if it cannot be decoded."""
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: not a readable image (corrupt, or a format OpenCV cannot decode)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def segment_table(name: str, result: PanopticResult) -> str:
+    lines = [f"{name}: {len(result.segments)} segment(s)",
+             f"  {'id':>4}  {'class':<24} {'score':>6} {'thing':>5} {'area':>8}  bbox (x, y, w, h)"]
+    for s in result.segments:
+        lines.append(f"  {s.id:>4}  {s.class_name[:24]:<24} {s.score:>6.3f} {str(s.is_thing):>5} "
+                     f"{s.area:>8}  {tuple(s.bbox)}")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ovseg", description="Open-vocabulary panoptic segmentation")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("segment", help="segment images with a vocabulary")
+    s.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...)")
+    s.add_argument("--vocab", required=True,
+                   help='classes separated by ";", synonyms by ",", "[stuff]" marks stuff: '
+                        '"car; road [stuff]; person,child"')
+    s.add_argument("--preset", default="tiny", help=f"model preset: {', '.join(preset_names())} or a YAML path")
+    s.add_argument("--weights", help="our trained delta (safetensors) on top of the preset")
+    s.add_argument("--out", type=Path, required=True, help="output folder")
+    s.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the preset's)")
+    s.add_argument("--batch-size", type=int, default=1, help="images per forward")
+    s.add_argument("--object-threshold", type=float, help="object_mask_threshold (default: the preset's)")
+    s.add_argument("--overlap-threshold", type=float, help="overlap_threshold (default: the preset's)")
+    s.add_argument("--random-weights", action="store_true",
+                   help="build the preset's architecture without its pretrained weights (offline trials)")
+    s.add_argument("--quiet", action="store_true", help="do not print the segment tables")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        vocabulary = Vocabulary.parse(args.vocab)
+    except ValueError as err:
+        print(f"ovseg: bad --vocab: {err}", file=sys.stderr)
+        return 2
+    overrides = {}
+    if args.object_threshold is not None:
+        overrides["inference.object_mask_threshold"] = args.object_threshold
+    if args.overlap_threshold is not None:
+        overrides["inference.overlap_threshold"] = args.overlap_threshold
+    if args.random_weights:
+        overrides.update({"clip.pretrained": None, "proposals.pretrained": None})
+    from .build import build_segmenter  # heavy imports after the cheap argument checks
+    try:
+        segmenter = build_segmenter(args.preset, weights=args.weights, device=args.device, overrides=overrides)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"ovseg: {err}", file=sys.stderr)
+        return 2
+
+    (args.out / "panoptic").mkdir(parents=True, exist_ok=True)
+    annotations, images_info, failed = [], [], []
+    batches = [args.images[i:i + args.batch_size] for i in range(0, len(args.images), args.batch_size)]
+    bar = tqdm(total=len(args.images), unit="img", disable=len(args.images) < 2, file=sys.stderr)
+    for batch in batches:
+        loaded = []
+        for path in batch:
+            try:
+                loaded.append((path, read_image(path)))
+            except ValueError as err:
+                failed.append(str(err))
+                print(f"ovseg: skipped {err}", file=sys.stderr)
+        if loaded:
+            results = segmenter([im for _, im in loaded], vocabulary)
+            for (path, image), result in zip(loaded, results):
+                _write_outputs(args.out, path, image, result, len(images_info), annotations, images_info)
+                if not args.quiet:
+                    tqdm.write(segment_table(path.name, result))
+        bar.update(len(batch))
+    bar.close()
+    write_panoptic_json(str(args.out / "panoptic.json"), images_info, annotations,
+                        categories(vocabulary.names, vocabulary.is_thing))
+    print(f"wrote {len(images_info)} result(s) to {args.out} (overlays *_overlay.png, "
+          f"panoptic/*.png, panoptic.json)", file=sys.stderr)
+    if failed:
+        print(f"ovseg: {len(failed)} image(s) skipped", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _write_outputs(out: Path, path: Path, image, result, image_id, annotations, images_info):
+    stem = f"{path.stem}" if not any(i["file_name"] == f"{path.stem}.png" for i in images_info) \
+        else f"{path.stem}_{image_id}"
+    cv2.imwrite(str(out / f"{stem}_overlay.png"), cv2.cvtColor(overlay(image, result), cv2.COLOR_RGB2BGR))
+    write_panoptic_png(str(out / "panoptic" / f"{stem}.png"), result)
+    images_info.append({"id": image_id, "file_name": f"{stem}.png", "height": image.shape[0],
+                        "width": image.shape[1]})
+    annotations.append(panoptic_annotation(image_id, f"{stem}.png", result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

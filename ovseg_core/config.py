@@ -1,0 +1,132 @@
+"""Presets: one YAML file per model in ``config/presets/``, read into typed dataclasses.
+
+Unknown keys are errors (a typo must not silently fall back to a default), and every
+error names the file and the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import yaml
+
+REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+PRESET_DIR = REPO_CONFIG_DIR / "presets"
+CLIP_CONFIG_DIR = REPO_CONFIG_DIR / "clip"
+
+
+@dataclass
+class ClipConfig:
+    model: str = "ViT-B-16"              # open_clip model name; ours live in config/clip/*.json
+    pretrained: Optional[str] = None     # open_clip tag (needs a network or its cache) or a local file
+    input_size: Union[int, List[int]] = 896  # classifier input (pos. embeddings interpolated)
+
+
+@dataclass
+class ProposalConfig:
+    model: Optional[str] = "tiny"        # Mask2Former architecture name (random weights) ...
+    pretrained: Optional[str] = None     # ... or a save_pretrained directory / hub id
+    input_size: Union[int, List[int]] = 640
+
+
+@dataclass
+class ClassifierConfig:
+    type: str = "mask_attention"         # mask_attention | mask_pooling | mask_crop | mask_adapter
+    sma_layers: List[int] = field(default_factory=list)
+    sma_residual: bool = True
+    distribution_adapter: bool = False
+    learned_void: bool = False
+    trainable: str = "frozen"            # see ovseg_core.trainable.POLICIES
+    adapter_hidden: int = 256            # mask_adapter only
+    adapter_maps: int = 16               # mask_adapter only
+    crop_chunk: int = 32                 # mask_crop only
+
+
+@dataclass
+class EnsembleConfig:
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    alpha: float = 0.4                   # weight of this (second) classifier on seen classes
+    beta: float = 0.8                    # ... and on unseen classes
+    seen_classes: List[str] = field(default_factory=list)
+
+
+@dataclass
+class TextConfig:
+    chunk_size: int = 256
+    cache_size: int = 8
+
+
+@dataclass
+class InferenceConfig:
+    object_mask_threshold: float = 0.0   # FC-CLIP's evaluation setting; 0.8 is Mask2Former's COCO default
+    overlap_threshold: float = 0.8
+
+
+@dataclass
+class PresetConfig:
+    name: str = "unnamed"
+    description: str = ""
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    proposals: ProposalConfig = field(default_factory=ProposalConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    ensemble: Optional[EnsembleConfig] = None
+    text: TextConfig = field(default_factory=TextConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    weights: Optional[str] = None        # our trained delta (safetensors) on top of the base weights
+    device: str = "auto"                 # auto | cpu | cuda | cuda:N
+    precision: str = "auto"              # auto (bf16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        inner = [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)]
+        target = hint if dataclasses.is_dataclass(hint) else (inner[0] if inner else None)
+        kwargs[key] = _build(target, value, f"{where}.{key}") if target and value is not None else value
+    return cls(**kwargs)
+
+
+def preset_names() -> List[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name_or_path: str, overrides: Optional[Dict[str, Any]] = None) -> PresetConfig:
+    """A preset by name (``config/presets/NAME.yaml``) or by path, with optional
+    ``{"section.key": value}`` overrides checked like the file's own keys."""
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.exists()):
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        raise ValueError(f"unknown preset {name_or_path!r}: no file {path}; "
+                         f"available presets: {', '.join(preset_names())}")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    data.setdefault("name", path.stem)
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            if node.get(p) is None:
+                node[p] = {}
+            node = node[p]
+            if not isinstance(node, dict):
+                raise ValueError(f"override {dotted!r}: {p!r} is not a section")
+        node[leaf] = value
+    return _build(PresetConfig, data, str(path))
+
+
+def resolve_path(value: Optional[str]) -> Optional[str]:
+    """Expands ~ and $VARS in paths from presets."""
+    return os.path.expandvars(os.path.expanduser(value)) if value else value

@@ -1,0 +1,262 @@
+"""CLIP ViT image encoder with one mask token per proposal (MaskCLIP's mask attention).
+
+The sequence in every block is ``[mask tokens | CLS, patches]``. CLS and patches attend
+to each other exactly as in CLIP, so CLIP's own outputs are unchanged by the mask
+tokens; mask token i attends to CLS and to the patches that contain any pixel of mask
+i; nobody attends to mask tokens. We run the two query groups as two attention calls
+over the same keys: the image part keeps the fast unmasked kernel and the mask part
+costs Q x (1 + N) instead of (Q + 1 + N)^2.
+
+q, k and v are separate ``nn.Linear`` layers (open_clip fuses them) so that Query
+Projection Tuning can train q alone: a gradient hook on the fused weight is not enough,
+AdamW's decoupled weight decay would still move k and v.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .distribution_adapter import DistributionAdapter
+from .sma import SemanticGuidedAttention
+
+
+class SplitAttention(nn.Module):
+    """Multi-head attention with separate q/k/v projections, from an open_clip block."""
+
+    def __init__(self, mha: nn.MultiheadAttention):
+        super().__init__()
+        if not mha.batch_first or mha._qkv_same_embed_dim is False:
+            raise ValueError("expected open_clip's batch_first MultiheadAttention with fused in_proj")
+        width = mha.embed_dim
+        self.num_heads = mha.num_heads
+        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(width, width) for _ in range(3))
+        self.out_proj = nn.Linear(width, width)
+        self.load_fused(mha.in_proj_weight.data, mha.in_proj_bias.data)
+        self.out_proj.load_state_dict(mha.out_proj.state_dict())
+        self.to(mha.in_proj_weight.device, mha.in_proj_weight.dtype)
+
+    @torch.no_grad()
+    def load_fused(self, weight: torch.Tensor, bias: torch.Tensor):
+        for proj, w, b in zip((self.q_proj, self.k_proj, self.v_proj), weight.chunk(3), bias.chunk(3)):
+            proj.weight.copy_(w)
+            proj.bias.copy_(b)
+
+    def fused(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        projs = (self.q_proj, self.k_proj, self.v_proj)
+        return torch.cat([p.weight for p in projs]), torch.cat([p.bias for p in projs])
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        return x.view(b, n, self.num_heads, d // self.num_heads).transpose(1, 2)
+
+    def forward(self, x_img: torch.Tensor, x_mask: Optional[torch.Tensor] = None,
+                q_mask_input: Optional[torch.Tensor] = None,
+                mask_bias: Optional[torch.Tensor] = None):
+        """x_img: normalised [CLS, patches]; x_mask: normalised mask tokens; q_mask_input:
+        what the mask tokens' queries are projected from (SMA output, else x_mask)."""
+        b, n, d = x_img.shape
+        k = self._heads(self.k_proj(x_img))
+        v = self._heads(self.v_proj(x_img))
+        out_img = F.scaled_dot_product_attention(self._heads(self.q_proj(x_img)), k, v)
+        out_img = self.out_proj(out_img.transpose(1, 2).reshape(b, n, d))
+        if x_mask is None:
+            return out_img, None
+        q_src = x_mask if q_mask_input is None else q_mask_input
+        q = self._heads(self.q_proj(q_src))
+        out_mask = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_bias.to(q.dtype))
+        out_mask = self.out_proj(out_mask.transpose(1, 2).reshape(b, q_src.shape[1], d))
+        return out_img, out_mask
+
+
+class MaskTokenBlock(nn.Module):
+    """One CLIP residual block, reusing open_clip's norms, MLP and layer scales."""
+
+    def __init__(self, block: nn.Module, sma: Optional[SemanticGuidedAttention] = None):
+        super().__init__()
+        if hasattr(block, "ln_1_kv") or not isinstance(block.attn, nn.MultiheadAttention):
+            raise ValueError("only plain open_clip ResidualAttentionBlocks are supported")
+        self.ln_1, self.ln_2, self.mlp = block.ln_1, block.ln_2, block.mlp
+        self.ls_1, self.ls_2 = block.ls_1, block.ls_2
+        self.attn = SplitAttention(block.attn)
+        self.sma = sma
+
+    def forward(self, x_img, x_mask=None, mask_bias=None, text=None):
+        h_img = self.ln_1(x_img)
+        h_mask = self.ln_1(x_mask) if x_mask is not None else None
+        q_input = self.sma(h_mask, text) if (self.sma is not None and h_mask is not None) else None
+        a_img, a_mask = self.attn(h_img, h_mask, q_input, mask_bias)
+        x_img = x_img + self.ls_1(a_img)
+        x_img = x_img + self.ls_2(self.mlp(self.ln_2(x_img)))
+        if x_mask is not None:
+            x_mask = x_mask + self.ls_1(a_mask)
+            x_mask = x_mask + self.ls_2(self.mlp(self.ln_2(x_mask)))
+        return x_img, x_mask
+
+
+def _open_clip_key(key: str) -> str:
+    return key.replace("blocks.", "transformer.resblocks.", 1) if key.startswith("blocks.") else key
+
+
+class MaskCLIPEncoder(nn.Module):
+    """The visual tower of an open_clip ViT, able to embed one region per mask token.
+
+    sma_layers: indices of blocks (negative from the end) whose mask tokens first
+    cross-attend to the vocabulary's text embeddings (SMART's Semantic-guided Mask
+    Attention). distribution_adapter: SMART's two-conv adapter on the proposals.
+    """
+
+    def __init__(self, visual: nn.Module, text_dim: Optional[int] = None,
+                 sma_layers: Sequence[int] = (), sma_residual: bool = True,
+                 distribution_adapter: bool = False):
+        super().__init__()
+        if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok" \
+                or getattr(visual, "final_ln_after_pool", False):
+            raise ValueError("MaskCLIPEncoder needs an open_clip ViT with CLS-token pooling "
+                             "(pool_type='tok', no attentional pooler)")
+        self.conv1 = visual.conv1
+        self.class_embedding = visual.class_embedding
+        self.positional_embedding = visual.positional_embedding
+        self.ln_pre, self.ln_post, self.proj = visual.ln_pre, visual.ln_post, visual.proj
+        self.patch_size = int(self.conv1.kernel_size[0])
+        self.native_grid = tuple(int(g) for g in visual.grid_size)
+        self.width = int(self.class_embedding.shape[0])
+        self.output_dim = int(self.proj.shape[1])
+        blocks = list(visual.transformer.resblocks)
+        chosen = sorted({i % len(blocks) for i in sma_layers})
+        if chosen and text_dim is None:
+            raise ValueError("sma_layers needs text_dim (the CLIP text embedding size)")
+        self.sma_layers = chosen
+        self.blocks = nn.ModuleList(
+            MaskTokenBlock(b, SemanticGuidedAttention(self.width, text_dim, b.attn.num_heads, sma_residual)
+                           if i in chosen else None)
+            for i, b in enumerate(blocks))
+        self.distribution_adapter = DistributionAdapter() if distribution_adapter else None
+        self._pos_cache: Dict[Tuple, torch.Tensor] = {}
+
+    # ---- open_clip state-dict layout (fused in_proj) -------------------------------
+    def open_clip_state_dict(self) -> Dict[str, torch.Tensor]:
+        """The encoder's CLIP weights in open_clip's ``visual.*`` layout (without the prefix)."""
+        out = {}
+        for key, value in self.state_dict().items():
+            if ".sma." in key or key.startswith("distribution_adapter."):
+                continue
+            if any(f"attn.{p}_proj." in key for p in "qkv"):
+                continue
+            out[_open_clip_key(key)] = value
+        for i, block in enumerate(self.blocks):
+            w, b = block.attn.fused()
+            out[f"transformer.resblocks.{i}.attn.in_proj_weight"] = w.detach()
+            out[f"transformer.resblocks.{i}.attn.in_proj_bias"] = b.detach()
+        return out
+
+    @torch.no_grad()
+    def load_open_clip_state_dict(self, state: Dict[str, torch.Tensor]):
+        """Loads open_clip ``visual.*`` weights (prefix stripped); strict on both sides."""
+        expected = self.open_clip_state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        bad_shape = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+        if missing or unexpected or bad_shape:
+            raise ValueError(f"open_clip visual weights do not fit this encoder: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}, wrong shape {bad_shape[:5]}")
+        own = self.state_dict()
+        for key, value in state.items():
+            if key.endswith("attn.in_proj_weight") or key.endswith("attn.in_proj_bias"):
+                continue
+            own_key = key.replace("transformer.resblocks.", "blocks.", 1)
+            own[own_key].copy_(value)
+        for i, block in enumerate(self.blocks):
+            prefix = f"transformer.resblocks.{i}.attn."
+            block.attn.load_fused(state[prefix + "in_proj_weight"], state[prefix + "in_proj_bias"])
+
+    # ---- forward ---------------------------------------------------------------------
+    def grid(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
+        return image_size[0] // self.patch_size, image_size[1] // self.patch_size
+
+    def position_embedding(self, grid: Tuple[int, int]) -> torch.Tensor:
+        """CLIP's position embeddings bilinearly resized to ``grid`` (cached per size)."""
+        pos = self.positional_embedding
+        if tuple(grid) == self.native_grid:
+            return pos
+        key = (tuple(grid), pos.device, pos.dtype, pos._version)
+        if key in self._pos_cache:
+            return self._pos_cache[key]
+        patches = pos[1:].float().reshape(1, *self.native_grid, -1).permute(0, 3, 1, 2)
+        patches = F.interpolate(patches, size=grid, mode="bilinear", align_corners=False)
+        resized = torch.cat([pos[:1].float(), patches.flatten(2).transpose(1, 2)[0]]).to(pos.dtype)
+        if not torch.is_grad_enabled():
+            self._pos_cache = {key: resized}  # one size at a time: the serving size
+        return resized
+
+    def attention_bias(self, masks: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
+        """[B, Q, h, w] mask logits -> [B, 1, Q, 1 + N] additive bias (0 allowed / -inf).
+
+        A patch is allowed if any of its pixels is inside the mask (sigmoid >= 0.5) at the
+        encoder's input resolution; max-pooling logits then thresholding is the same test.
+        CLS is always allowed, so an empty mask still has a well-defined output.
+        """
+        b, q = masks.shape[:2]
+        gh, gw = self.grid(image_size)
+        logits = masks.float().flatten(0, 1)[:, None]
+        if self.distribution_adapter is not None:
+            logits = self.distribution_adapter(logits)
+        logits = F.interpolate(logits, size=(gh * self.patch_size, gw * self.patch_size),
+                               mode="bilinear", align_corners=False)
+        pooled = F.max_pool2d(logits, self.patch_size).reshape(b, q, gh * gw)
+        allowed = torch.cat([pooled.new_ones(b, q, 1, dtype=torch.bool), pooled >= 0], dim=2)
+        bias = torch.zeros_like(allowed, dtype=torch.float32).masked_fill(~allowed, float("-inf"))
+        if self.distribution_adapter is not None and torch.is_grad_enabled():
+            # Straight-through: the forward pass keeps the exact 0/-inf rule, the gradient
+            # reaches the adapter as if the bias were log(sigmoid(pooled logit)).
+            soft = torch.cat([pooled.new_zeros(b, q, 1), F.logsigmoid(pooled)], dim=2)
+            bias = bias + (soft - soft.detach())
+        return bias[:, None]
+
+    def forward(self, images: torch.Tensor, masks: Optional[torch.Tensor] = None,
+                text: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """images: [B, 3, H, W] CLIP-normalised; masks: [B, Q, h, w] logits or None;
+        text: [T, text_dim] vocabulary embeddings, needed when SMA layers exist.
+
+        Returns ``image`` [B, E] (CLIP's image embedding), ``tokens`` [B, gh, gw, width]
+        (last-block patch tokens), ``patches`` (the same through CLIP's head, [.., E]) and,
+        with masks, ``masks`` [B, Q, E]."""
+        if self.sma_layers and masks is not None and text is None:
+            raise ValueError("this encoder has Semantic-guided Mask Attention layers: pass the "
+                             "vocabulary's text embeddings")
+        size = images.shape[-2:]
+        grid = self.grid(size)
+        x = self.conv1(images).flatten(2).transpose(1, 2)
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.position_embedding(grid).to(x.dtype)
+        x_img = self.ln_pre(x)
+        x_mask = bias = None
+        if masks is not None:
+            x_mask = x_img[:, :1].expand(-1, masks.shape[1], -1)
+            bias = self.attention_bias(masks, size)
+            text = text.to(x_img.dtype) if text is not None else None
+        for block in self.blocks:
+            x_img, x_mask = block(x_img, x_mask, bias, text)
+        tokens = x_img[:, 1:].reshape(x_img.shape[0], *grid, -1)
+        out = {"image": self.head(x_img[:, 0]), "tokens": tokens, "patches": self.head(tokens)}
+        if x_mask is not None:
+            out["masks"] = self.head(x_mask)
+        return out
+
+    def head(self, tokens: torch.Tensor) -> torch.Tensor:
+        """CLIP's output head (ln_post, proj): width -> joint embedding space."""
+        return self.ln_post(tokens) @ self.proj
+
+    # ---- what Query Projection Tuning trains ----------------------------------------
+    def new_module_parameters(self) -> Iterable[Tuple[str, nn.Parameter]]:
+        for name, p in self.named_parameters():
+            if ".sma." in name or name.startswith("distribution_adapter."):
+                yield name, p
+
+    def query_projection_parameters(self) -> Iterable[Tuple[str, nn.Parameter]]:
+        for name, p in self.named_parameters():
+            if ".attn.q_proj." in name:
+                yield name, p

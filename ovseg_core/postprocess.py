@@ -1,0 +1,110 @@
+"""Turn per-query class probabilities and mask logits into panoptic and semantic maps.
+
+One merge for every classifier, so numbers stay comparable with Mask2Former / FC-CLIP:
+it is their `panoptic_inference` and `semantic_inference`, vectorised so that the
+per-query loop only does scalar bookkeeping instead of H x W work and a device sync
+per query.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .structures import Segment
+
+
+def _check_inputs(class_probs: torch.Tensor, mask_logits: torch.Tensor) -> None:
+    if class_probs.dim() != 2 or mask_logits.dim() != 3 or class_probs.shape[0] != mask_logits.shape[0]:
+        raise ValueError(
+            f"want class_probs [Q, K+1] and mask_logits [Q, H, W]; got "
+            f"{tuple(class_probs.shape)} and {tuple(mask_logits.shape)}")
+
+
+def panoptic_merge(
+    class_probs: torch.Tensor,
+    mask_logits: torch.Tensor,
+    class_names: Sequence[str],
+    class_is_thing: Sequence[bool],
+    object_mask_threshold: float = 0.8,
+    overlap_threshold: float = 0.8,
+) -> Tuple[np.ndarray, List[Segment]]:
+    """Mask2Former's panoptic merge.
+
+    class_probs [Q, K+1] (last column = void), mask_logits [Q, H, W] at output size.
+    Returns an int32 segment map (0 = no segment, ids from 1) and its segments.
+    As in Mask2Former, the overlap test divides the pixels a query wins in the argmax
+    (its own mask or not) by its own mask area (sigmoid >= 0.5).
+    """
+    _check_inputs(class_probs, mask_logits)
+    num_classes = class_probs.shape[1] - 1
+    if len(class_names) != num_classes or len(class_is_thing) != num_classes:
+        raise ValueError(f"class_probs has {num_classes} classes but got {len(class_names)} "
+                         f"names and {len(class_is_thing)} thing flags")
+    h, w = mask_logits.shape[-2:]
+    empty = (np.zeros((h, w), np.int32), [])
+    if class_probs.shape[0] == 0:
+        return empty
+
+    scores, labels = class_probs.float().max(-1)
+    keep = (labels != num_classes) & (scores > object_mask_threshold)
+    if not bool(keep.any()):
+        return empty
+    scores, labels = scores[keep], labels[keep]
+    masks = mask_logits[keep].float().sigmoid()
+    n = masks.shape[0]
+
+    winner = (scores[:, None, None] * masks).argmax(0)  # [H, W] index of kept query
+    inside_own = masks.gather(0, winner[None])[0] >= 0.5
+    won_area = torch.bincount(winner.flatten(), minlength=n)
+    final_area = torch.bincount(winner[inside_own], minlength=n)
+    own_area = (masks >= 0.5).flatten(1).sum(1)
+
+    # The keep/drop and id decisions are scalar bookkeeping over <= Q queries: do them on host.
+    won_area, final_area, own_area, scores_h, labels_h = (
+        t.tolist() for t in (won_area, final_area, own_area, scores, labels))
+    query_to_id = [0] * n
+    stuff_ids = {}
+    id_class, id_score = [], []
+    for k in range(n):
+        if final_area[k] == 0 or won_area[k] / own_area[k] < overlap_threshold:
+            continue
+        label = labels_h[k]
+        if not class_is_thing[label] and label in stuff_ids:
+            seg_id = stuff_ids[label]
+            id_score[seg_id - 1] = max(id_score[seg_id - 1], scores_h[k])
+        else:
+            id_class.append(label)
+            id_score.append(scores_h[k])
+            seg_id = len(id_class)
+            if not class_is_thing[label]:
+                stuff_ids[label] = seg_id
+        query_to_id[k] = seg_id
+
+    lut = torch.tensor(query_to_id, dtype=torch.int32, device=winner.device)
+    segment_map = (lut[winner] * inside_own).cpu().numpy().astype(np.int32)
+
+    num_ids = len(id_class)
+    areas = np.bincount(segment_map.ravel(), minlength=num_ids + 1)
+    boxes = ndimage.find_objects(segment_map, max_label=num_ids)
+    segments = []
+    for seg_id, (label, score, box) in enumerate(zip(id_class, id_score, boxes), start=1):
+        ys, xs = box
+        segments.append(Segment(
+            id=seg_id, class_index=int(label), class_name=class_names[label], score=float(score),
+            is_thing=bool(class_is_thing[label]), area=int(areas[seg_id]),
+            bbox=(xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start)))
+    return segment_map, segments
+
+
+def semantic_scores(class_probs: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
+    """Mask2Former's semantic inference: per-class score [K, H, W], void column dropped."""
+    _check_inputs(class_probs, mask_logits)
+    return torch.einsum("qk,qhw->khw", class_probs[:, :-1].float(), mask_logits.float().sigmoid())
+
+
+def semantic_map(class_probs: torch.Tensor, mask_logits: torch.Tensor) -> np.ndarray:
+    """int32 [H, W] class index per pixel, for mIoU."""
+    return semantic_scores(class_probs, mask_logits).argmax(0).cpu().numpy().astype(np.int32)

@@ -1,0 +1,146 @@
+"""The user-facing pipeline: images + vocabulary -> panoptic results.
+
+image -> proposals (frozen Mask2Former) -> mask classification (CLIP) -> class
+probabilities -> panoptic merge + semantic map -> PanopticResult, for a batch at once.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import InferenceConfig
+from .postprocess import panoptic_merge, semantic_map
+from .structures import MaskProposals, PanopticResult
+from .text import ClassEmbeddings, TextEncoder
+from .vocabulary import Vocabulary
+
+ImageLike = Union[np.ndarray, torch.Tensor]
+
+
+def image_to_tensor(image: ImageLike, device: torch.device) -> torch.Tensor:
+    """HxWx3 uint8 numpy (RGB) or a torch image ([3,H,W] / [H,W,3], uint8 or float in
+    [0, 1]) -> float32 [3, H, W] in [0, 1] on ``device``."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise ValueError(f"numpy images must be uint8 RGB HxWx3, got dtype {image.dtype}; "
+                             f"convert with (img * 255).astype(np.uint8) or pass a float torch tensor")
+        image = torch.from_numpy(np.ascontiguousarray(image))
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"an image must be a numpy array or torch tensor, got {type(image).__name__}")
+    if image.dim() != 3 or 3 not in (image.shape[0], image.shape[-1]):
+        raise ValueError(f"an image must be RGB HxWx3 or 3xHxW, got shape {tuple(image.shape)}; "
+                         f"for grayscale repeat the channel three times")
+    if image.shape[-1] == 3 and image.shape[0] != 3:
+        image = image.permute(2, 0, 1)
+    if image.shape[1] < 1 or image.shape[2] < 1:
+        raise ValueError(f"empty image of shape {tuple(image.shape)}")
+    image = image.to(device)
+    return image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+
+
+def class_probabilities(logits: torch.Tensor, objectness: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """CLIP logits [.., Q, K(+1)] and proposal objectness [.., Q] -> [.., Q, K + 1]
+    distributions whose last column is void.
+
+    A proposal's non-void mass is its objectness (Mask2Former's 1 - p(no object)) times
+    the classifier's class distribution; a learned void column, where present, takes its
+    share of that mass too.
+    """
+    probs = logits.float().softmax(-1)[..., :num_classes] * objectness[..., None].float()
+    return torch.cat([probs, (1 - probs.sum(-1, keepdim=True)).clamp_min(0)], dim=-1)
+
+
+def _resize(batch: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    if tuple(batch.shape[-2:]) == tuple(size):
+        return batch
+    return F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+class Segmenter:
+    """Open-vocabulary panoptic segmentation. Call it with one image or a list.
+
+    ``proposals`` maps [B, 3, H, W] images in [0, 1] to :class:`MaskProposals`;
+    ``classifier`` is a mask classifier from ``ovseg_core.modeling.classifiers``.
+    """
+
+    def __init__(self, proposals: nn.Module, classifier: nn.Module, text_encoder: TextEncoder,
+                 proposal_size: Tuple[int, int], clip_size: Tuple[int, int],
+                 inference: Optional[InferenceConfig] = None, device: Union[str, torch.device] = "cpu",
+                 amp_dtype: Optional[torch.dtype] = None, seen_classes: Sequence[str] = (),
+                 name: str = "custom"):
+        self.proposals = proposals
+        self.classifier = classifier
+        self.text_encoder = text_encoder
+        self.proposal_size = tuple(proposal_size)
+        self.clip_size = tuple(clip_size)
+        self.inference = inference or InferenceConfig()
+        self.device = torch.device(device)
+        self.amp_dtype = amp_dtype
+        self.seen_classes = frozenset(seen_classes)
+        self.name = name
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def encode_vocabulary(self, vocabulary) -> Tuple[Vocabulary, ClassEmbeddings]:
+        vocab = Vocabulary.from_any(vocabulary)
+        return vocab, self.text_encoder.encode(vocab)
+
+    def seen_mask(self, vocab: Vocabulary) -> Optional[torch.Tensor]:
+        if not self.seen_classes:
+            return None
+        return torch.tensor([n in self.seen_classes for n in vocab.names], device=self.device)
+
+    def _classify(self, batch_prop, batch_clip, vocabulary, proposals):
+        vocab, text = self.encode_vocabulary(vocabulary)
+        with self.autocast():
+            if proposals is None:
+                proposals = self.proposals(batch_prop)
+            logits = self.classifier(batch_clip, proposals, text, self.seen_mask(vocab))
+        return vocab, proposals, class_probabilities(logits, proposals.objectness, len(vocab))
+
+    def predict(self, batch: torch.Tensor, vocabulary, proposals: Optional[MaskProposals] = None):
+        """The differentiable core on a [B, 3, H, W] batch in [0, 1]: returns the
+        proposals and the [B, Q, K + 1] class probabilities (last column void).
+        Pass ``proposals`` to classify given masks (e.g. ground truth)."""
+        _, proposals, probs = self._classify(_resize(batch, self.proposal_size),
+                                             _resize(batch, self.clip_size), vocabulary, proposals)
+        return proposals, probs
+
+    @torch.no_grad()
+    def __call__(self, images: Union[ImageLike, Sequence[ImageLike]], vocabulary,
+                 vocabulary_version: Optional[int] = None,
+                 proposals: Optional[MaskProposals] = None) -> Union[PanopticResult, List[PanopticResult]]:
+        """One image -> one result; a list (or a [B, 3, H, W] tensor) -> a list, computed
+        as one batch. ``proposals`` replaces the mask generator (oracle masks)."""
+        if isinstance(images, torch.Tensor) and images.dim() == 4:
+            images = list(images)
+        single = not isinstance(images, (list, tuple))
+        images = [images] if single else images
+        if not images:
+            return []
+        tensors = [image_to_tensor(im, self.device) for im in images]
+        # Each image is resized straight to the model sizes (no second resampling).
+        batch_prop = torch.cat([_resize(t[None], self.proposal_size) for t in tensors])
+        batch_clip = torch.cat([_resize(t[None], self.clip_size) for t in tensors])
+        vocab, proposals, probs = self._classify(batch_prop, batch_clip, vocabulary, proposals)
+        results = [self._postprocess(p, m, t.shape[-2:], vocab, vocabulary_version)
+                   for p, m, t in zip(probs, proposals.masks, tensors)]
+        return results[0] if single else results
+
+    def _postprocess(self, probs, masks, size, vocab: Vocabulary, version) -> PanopticResult:
+        masks = F.interpolate(masks[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
+        segment_map, segments = panoptic_merge(
+            probs, masks, vocab.names, vocab.is_thing,
+            object_mask_threshold=self.inference.object_mask_threshold,
+            overlap_threshold=self.inference.overlap_threshold)
+        return PanopticResult(segment_map=segment_map, segments=segments,
+                              semantic_map=semantic_map(probs, masks), class_names=vocab.names,
+                              class_is_thing=vocab.is_thing, vocabulary_version=version)

@@ -1,0 +1,154 @@
+"""The mask-token CLIP encoder: MaskCLIP's attention rule, SMART's parts, Query Projection Tuning."""
+import copy
+
+import open_clip
+import pytest
+import torch
+
+from ovseg_core.modeling.classifiers import MaskAttentionClassifier
+from ovseg_core.modeling.clip_encoder import MaskCLIPEncoder
+from ovseg_core.text import ClassEmbeddings
+from ovseg_core.structures import MaskProposals
+from ovseg_core.trainable import apply_trainable
+from ovseg_core.weights import register_clip_configs
+
+
+@pytest.fixture(scope="module")
+def clip():
+    register_clip_configs()
+    torch.manual_seed(0)
+    return open_clip.create_model("ovseg-tiny-vit", pretrained=None).eval()
+
+
+def make_encoder(clip, **kwargs):
+    return MaskCLIPEncoder(copy.deepcopy(clip.visual), text_dim=64, **kwargs).eval()
+
+
+def full_masks(b, q, size=16):
+    return torch.full((b, q, size, size), 10.0)
+
+
+def test_full_mask_token_equals_clip_image_embedding(clip):
+    enc = make_encoder(clip)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = clip.encode_image(images)
+        out = enc(images, full_masks(2, 3))
+    assert torch.allclose(out["masks"], expected[:, None].expand(-1, 3, -1), atol=1e-4)
+    assert torch.allclose(out["image"], expected, atol=1e-5)
+
+
+def test_mask_tokens_leave_clip_outputs_unchanged(clip):
+    enc = make_encoder(clip)
+    images = torch.randn(1, 3, 64, 64)
+    masks = torch.randn(1, 5, 16, 16) * 5
+    with torch.no_grad():
+        plain = enc(images)
+        with_masks = enc(images, masks)
+    assert torch.equal(plain["image"], with_masks["image"])
+    assert torch.equal(plain["tokens"], with_masks["tokens"])
+
+
+def test_mask_token_ignores_pixels_outside_its_patches(clip):
+    """A mask token reads only its own patches (and CLS). Through depth, CLIP's patch
+    tokens mix globally (CLS and patches attend as in plain CLIP, by design), so the
+    exact invariance holds for the mask tokens' own attention: one block."""
+    enc = make_encoder(clip)
+    enc.blocks = enc.blocks[:1]
+    images = torch.randn(1, 3, 64, 64)
+    # Mask 0 covers the top-left 2x2 patches (32x32 px); mask 1 covers everything.
+    masks = torch.full((1, 2, 64, 64), -10.0)
+    masks[0, 0, :32, :32] = 10.0
+    masks[0, 1] = 10.0
+    changed = images.clone()
+    changed[..., 40:, 40:] = torch.randn_like(changed[..., 40:, 40:])  # outside mask 0's patches
+    with torch.no_grad():
+        a = enc(images, masks)["masks"][0]
+        b = enc(changed, masks)["masks"][0]
+    assert torch.allclose(a[0], b[0], atol=1e-6)
+    assert not torch.allclose(a[1], b[1], atol=1e-3)
+
+
+def test_attention_bias_rule(clip):
+    enc = make_encoder(clip)
+    masks = torch.full((1, 2, 64, 64), -10.0)
+    masks[0, 0, 17, 33] = 10.0  # one pixel in patch (row 1, col 2)
+    bias = enc.attention_bias(masks, (64, 64))[0, 0]  # [Q, 1 + 16]
+    assert bias.shape == (2, 17)
+    assert bias[0, 0] == 0 and bias[1, 0] == 0  # CLS always allowed
+    allowed = (bias[0, 1:] == 0).nonzero().flatten().tolist()
+    assert allowed == [1 * 4 + 2]
+    assert torch.isinf(bias[1, 1:]).all()  # empty mask: only CLS
+
+
+def test_position_embeddings_interpolate_to_any_size(clip):
+    enc = make_encoder(clip)
+    with torch.no_grad():
+        out = enc(torch.randn(1, 3, 96, 128), torch.randn(1, 4, 24, 32))
+    assert out["masks"].shape == (1, 4, 64)
+    assert out["tokens"].shape == (1, 6, 8, 64)
+    # At the native size nothing is interpolated: same as the stored table.
+    assert enc.position_embedding(enc.native_grid) is enc.positional_embedding
+
+
+def test_state_dict_round_trip_is_exact(clip):
+    enc = make_encoder(clip)
+    original = {k[len("visual."):]: v for k, v in clip.state_dict().items() if k.startswith("visual.")}
+    torch.manual_seed(1)
+    scrambled = {k: torch.randn_like(v) for k, v in original.items()}
+    enc.load_open_clip_state_dict(scrambled)
+    saved = enc.open_clip_state_dict()
+    assert set(saved) == set(scrambled)
+    for k in scrambled:
+        assert torch.equal(saved[k], scrambled[k]), k
+    with pytest.raises(ValueError, match="missing"):
+        enc.load_open_clip_state_dict({k: v for k, v in scrambled.items() if "ln_post" not in k})
+
+
+def test_untrained_sma_and_adapter_start_from_the_baseline(clip):
+    base = make_encoder(clip)
+    smart = make_encoder(clip, sma_layers=[-1], distribution_adapter=True)
+    images, masks = torch.randn(1, 3, 64, 64), torch.randn(1, 4, 16, 16) * 4
+    text = torch.randn(5, 64)
+    with torch.no_grad():
+        expected = base(images, masks)["masks"]
+        got = smart(images, masks, text)["masks"]
+        assert torch.allclose(got, expected, atol=1e-5)
+        # Once g_v is non-zero, the vocabulary changes the mask embeddings.
+        torch.nn.init.normal_(smart.blocks[-1].sma.g_v.weight, std=0.5)
+        a = smart(images, masks, text)["masks"]
+        b = smart(images, masks, torch.randn(5, 64))["masks"]
+    assert not torch.allclose(a, b, atol=1e-4)
+    with pytest.raises(ValueError, match="text embeddings"):
+        smart(images, masks)
+
+
+def test_query_projection_tuning_moves_only_q_and_new_modules(clip):
+    text_tower = copy.deepcopy(clip)
+    enc = MaskCLIPEncoder(copy.deepcopy(clip.visual), text_dim=64, sma_layers=[-1], distribution_adapter=True)
+    clf = MaskAttentionClassifier(enc, logit_scale=10.0, input_size=64, learned_void=True)
+    trainable = apply_trainable(clf, "query_projection", text_tower)
+    assert trainable and all(".attn.q_proj." in n or ".sma." in n or "distribution_adapter" in n
+                             or n == "void_embedding" for n in trainable)
+    assert sum(".attn.q_proj.weight" in n for n in trainable) == len(enc.blocks)
+    before = {n: p.detach().clone() for n, p in clf.named_parameters()}
+    text_before = {n: p.detach().clone() for n, p in text_tower.named_parameters()}
+    # Everything goes to the optimizer, as a careless training script would do.
+    opt = torch.optim.AdamW(list(clf.parameters()) + list(text_tower.parameters()), lr=1e-2, weight_decay=0.05)
+    emb = torch.nn.functional.normalize(torch.randn(3, 64), dim=-1)
+    text = ClassEmbeddings(emb, torch.arange(3), 3)
+    proposals = MaskProposals(torch.randn(2, 4, 16, 16) * 4, torch.ones(2, 4))
+    clf.train()
+    logits = clf(torch.rand(2, 3, 64, 64), proposals, text)
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.randint(0, 4, (8,))).backward()
+    opt.step()
+    # g_v starts at zero, so g_q/g_k have no gradient on the very first step.
+    moved = {n for n, p in clf.named_parameters() if not torch.equal(p, before[n])}
+    assert moved <= set(trainable)
+    assert any(".attn.q_proj." in n for n in moved)
+    assert any(".sma.g_v." in n for n in moved)
+    for n, p in clf.named_parameters():
+        if n not in trainable:
+            assert torch.equal(p, before[n]), n
+    for n, p in text_tower.named_parameters():
+        assert torch.equal(p, text_before[n]), n
