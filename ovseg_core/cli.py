@@ -59,11 +59,43 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--random-weights", action="store_true",
                    help="build the preset's architecture without its pretrained weights (offline trials)")
     s.add_argument("--quiet", action="store_true", help="do not print the segment tables")
+    c = sub.add_parser("params", help="count what a preset's trainable policy trains")
+    c.add_argument("--preset", default="smart_vitl14_336_swinb")
     return p
+
+
+def count_params(preset: str) -> int:
+    """Builds the preset's classifier with random weights and prints its trainable parts."""
+    from .build import build_classifier, _pair
+    from .config import load_preset
+    from .trainable import apply_trainable
+    from .weights import create_clip
+    cfg = load_preset(preset, {"clip.pretrained": None})
+    clip = create_clip(cfg.clip.model, None, cfg.name)
+    classifier = build_classifier(cfg.classifier, clip, clip.visual, _pair(cfg.clip.input_size), cfg.name)
+    params = dict(classifier.named_parameters())
+    names = apply_trainable(classifier, cfg.classifier.trainable, clip)
+    groups = {}
+    for n in names:
+        group = ("CLIP query projections (f_q)" if ".attn.q_proj." in n else
+                 "SMA (g_q, g_k, g_v)" if ".sma." in n else
+                 "Distribution Adapter" if "distribution_adapter" in n else
+                 "void embedding" if "void_embedding" in n else "other new modules")
+        groups[group] = groups.get(group, 0) + params[n].numel()
+    total = sum(groups.values())
+    print(f"preset {cfg.name} ({cfg.clip.model}, policy {cfg.classifier.trainable}):")
+    for group, n in groups.items():
+        print(f"  {group:<32} {n:>12,}")
+    print(f"  {'trainable total':<32} {total:>12,}  ({total / 1e6:.1f}M)")
+    print(f"  {'all classifier parameters':<32} {sum(p.numel() for p in params.values()):>12,}")
+    return total
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "params":
+        count_params(args.preset)
+        return 0
     try:
         vocabulary = Vocabulary.parse(args.vocab)
     except ValueError as err:

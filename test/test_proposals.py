@@ -36,6 +36,13 @@ def _raw_model_output(proposer, images, padded_hw):
         return proposer.model(pixel_values=x)
 
 
+def _copy_checkpoint(src, dst):
+    dst.mkdir()
+    for name in os.listdir(src):
+        (dst / name).write_bytes((src / name).read_bytes())
+    return dst
+
+
 def test_shapes_dtypes_and_objectness_from_no_object_probability(proposer):
     images = torch.rand(2, 3, 128, 128)
     out = proposer(images)
@@ -104,6 +111,32 @@ def test_save_then_load_gives_identical_outputs(proposer, saved_dir):
     assert torch.equal(a.masks, b.masks) and torch.equal(a.objectness, b.objectness)
 
 
+_PRE_V5_SWIN_NAMES = [  # the layout of the hub's Mask2Former checkpoints, saved by transformers 4.x
+    ("encoder.swin.encoder.", "encoder.encoder."), ("encoder.swin.embeddings.", "encoder.embeddings."),
+    ("attention.q_proj", "attention.self.query"), ("attention.k_proj", "attention.self.key"),
+    ("attention.v_proj", "attention.self.value"), ("attention.o_proj", "attention.output.dense"),
+    ("attention.relative_position_bias.relative_position_bias_table", "attention.self.relative_position_bias_table"),
+    ("mlp.fc1", "intermediate.dense"), ("mlp.fc2", "output.dense")]
+
+
+def test_loads_pre_v5_checkpoint_layout(proposer, saved_dir, tmp_path):
+    """Old Swin key names are converted by transformers; the unused swin.layernorm and the
+    loss buffer may be absent without failing the load."""
+    path = _copy_checkpoint(saved_dir, tmp_path / "legacy")
+    legacy = {}
+    for key, value in load_file(path / "model.safetensors").items():
+        if "swin.layernorm" in key or key.startswith("criterion."):
+            continue
+        if "pixel_level_module.encoder." in key:
+            for new, old in _PRE_V5_SWIN_NAMES:
+                key = key.replace(new, old)
+        legacy[key] = value
+    save_file(legacy, path / "model.safetensors", metadata={"format": "pt"})
+    loaded = Mask2FormerProposals.from_pretrained(path)
+    images = torch.rand(1, 3, 64, 96)
+    assert torch.equal(loaded(images).masks, proposer(images).masks)
+
+
 def test_missing_directory_names_the_path(tmp_path):
     missing = tmp_path / "nope"
     with pytest.raises(FileNotFoundError, match="nope"):
@@ -125,13 +158,6 @@ def test_directory_without_weights_or_config(saved_dir, tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         Mask2FormerProposals.from_pretrained(empty)
     assert str(empty) in str(e.value) and "config.json" in str(e.value)
-
-
-def _copy_checkpoint(src, dst):
-    dst.mkdir()
-    for name in os.listdir(src):
-        (dst / name).write_bytes((src / name).read_bytes())
-    return dst
 
 
 def test_deleted_tensor_is_named(saved_dir, tmp_path):

@@ -35,7 +35,8 @@ _COCO_PANOPTIC_HEAD = dict(
 # facebook/mask2former-swin-{tiny,base}-coco-panoptic, converted from Mask2Former's
 # configs/coco/panoptic-segmentation/swin/maskformer2_swin_{tiny,base_384}_bs16_50ep.yaml.
 # Both use 100 queries: Mask2Former's model zoo uses 200 only for Swin-L.
-# "tiny" is for tests and CPU smoke runs.
+# "tiny" is for tests and CPU smoke runs. decoder_layers counts the prediction from the bare
+# queries, so 3 means 2 masked-attention layers (as the hub's 10 means 9).
 MASK2FORMER_ARCHS: dict[str, dict] = {
     "swin-tiny": dict(
         backbone_config=dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
@@ -88,7 +89,7 @@ def _arch_with_overrides(name: str, overrides: dict) -> dict:
     return arch
 
 
-# Anything else (absolute, ./relative, nested paths) can only be a local directory.
+# Hub ids are "name" or "org/name"; anything else (absolute, ./relative, nested) is a local path.
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 _WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
 _HOW_TO_SAVE = ("write checkpoint directories with Mask2FormerProposals.save_pretrained(dir) or "
@@ -108,13 +109,29 @@ def _examples(keys, n: int = 5) -> str:
     return ", ".join(map(str, keys[:n])) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
 
 
-def _check_loading_info(path: str, info: dict) -> None:
-    """Raise unless every model weight came from the checkpoint with the right shape.
+def _unneeded_weights(model: Mask2FormerForUniversalSegmentation) -> list[re.Pattern]:
+    """Weights a checkpoint may lack without changing the proposals.
+
+    Submodels declare theirs (SwinBackbone: the unused swin.layernorm, absent from the hub's
+    pre-v5 checkpoints), but transformers honours that only for the top-level model.
+    The loss's criterion.* buffers play no part at inference.
+    """
+    patterns = [re.compile(r"criterion\.")]
+    for name, module in model.named_modules():
+        if name:  # the top-level model's own list is already applied
+            for pattern in getattr(module, "_keys_to_ignore_on_load_missing", None) or ():
+                patterns.append(re.compile(re.escape(name + ".") + pattern))
+    return patterns
+
+
+def _check_loading_info(path: str, info: dict, unneeded: list[re.Pattern]) -> None:
+    """Raise unless every needed model weight came from the checkpoint with the right shape.
 
     transformers only logs missing weights and initialises them at random, which would give
     plausible-looking but meaningless proposals.
     """
-    missing, unexpected = info.get("missing_keys", ()), info.get("unexpected_keys", ())
+    missing = [k for k in info.get("missing_keys", ()) if not any(p.match(k) for p in unneeded)]
+    unexpected = info.get("unexpected_keys", ())
     mismatched = [f"{key} (checkpoint {tuple(ckpt)} vs config {tuple(model)})"
                   for key, ckpt, model in info.get("mismatched_keys", ())]
     if missing or mismatched:
@@ -156,22 +173,25 @@ class Mask2FormerProposals(torch.nn.Module):
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike) -> "Mask2FormerProposals":
         """Load a save_pretrained directory, or a hub id where a network is reachable."""
         path = os.path.expanduser(os.fspath(path_or_hub_id))
-        if os.path.isdir(path):
+        local = os.path.isdir(path)
+        if local:
             _check_local_checkpoint(path)
         elif not _HUB_ID.fullmatch(path):
             raise FileNotFoundError(f"Mask2Former checkpoint directory {path!r} does not exist; {_HOW_TO_SAVE}")
         try:
             config = AutoConfig.from_pretrained(path)
-            if not isinstance(config, Mask2FormerConfig):
-                raise ValueError(f"{path!r} holds a {type(config).__name__}, not a Mask2Former checkpoint")
-            # Mismatched shapes are collected rather than raised so the error can name them.
-            model, info = Mask2FormerForUniversalSegmentation.from_pretrained(
-                path, config=config, dtype=torch.float32, output_loading_info=True, ignore_mismatched_sizes=True)
         except OSError as e:
+            if local:
+                raise
             raise FileNotFoundError(
                 f"could not load Mask2Former {path!r}: no such local directory and the hub did not serve it "
                 f"({e}). Without network access pass a local directory; {_HOW_TO_SAVE}") from e
-        _check_loading_info(path, info)
+        if not isinstance(config, Mask2FormerConfig):
+            raise ValueError(f"{path!r} holds a {type(config).__name__}, not a Mask2Former checkpoint")
+        # Mismatched shapes are collected rather than raised so that the error can name them.
+        model, info = Mask2FormerForUniversalSegmentation.from_pretrained(
+            path, config=config, dtype=torch.float32, output_loading_info=True, ignore_mismatched_sizes=True)
+        _check_loading_info(path, info, _unneeded_weights(model))
         return cls(model)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
