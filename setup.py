@@ -1,4 +1,6 @@
 """pip-installable core library and CLI. The ROS package builds with colcon (see README)."""
+from glob import glob
+
 from setuptools import find_packages, setup
 
 setup(
@@ -26,6 +28,8 @@ setup(
         "test": ["pytest"],
     },
     entry_points={"console_scripts": ["ovseg=ovseg_core.cli:main"]},
-    # Presets and model configs live in the repository's config/, found relative to the package.
-    include_package_data=True,
+    # Presets and model configs live in the repository's config/; a regular install copies
+    # them to <prefix>/share/ovseg/config, where ovseg_core.config looks second.
+    data_files=[("share/ovseg/config/presets", glob("config/presets/*.yaml")),
+                ("share/ovseg/config/clip", glob("config/clip/*.json"))],
 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,20 @@ from typing import Any, Dict, List, Optional, Union
 
 import yaml
 
-REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+def _config_dir() -> Path:
+    """The repository's config/ (source checkouts, editable installs), else the copy a
+    regular pip install puts under <prefix>/share/ovseg/config."""
+    for candidate in (Path(__file__).resolve().parent.parent / "config",
+                      Path(sys.prefix) / "share" / "ovseg" / "config"):
+        if (candidate / "presets").is_dir():
+            return candidate
+    raise FileNotFoundError("ovseg's config/ folder (presets, CLIP model configs) was not found; "
+                            "reinstall with `pip install .` from the repository")
+
+
+REPO_CONFIG_DIR = _config_dir()
 PRESET_DIR = REPO_CONFIG_DIR / "presets"
 CLIP_CONFIG_DIR = REPO_CONFIG_DIR / "clip"
 
