@@ -13,7 +13,7 @@ The classifiers see 100 random blob masks of varied sizes (ellipses, ~0.3% to ~4
 image) as logits at Mask2Former's output resolution (1/4 of its 640 px input); a
 random-weight Mask2Former's own masks are degenerate (every query covers ~90% of the
 image). The pipeline (c) runs the real (random-weight) Mask2Former Swin-T, 100 queries.
-The vocabulary (20 classes, 14 prompt templates) is encoded once before any timing.
+The vocabulary (20 classes, one prompt template) is encoded once before any timing.
 
 Timing: inference mode, warm-up calls, then the median of N repeats. The functions being
 compared are called round-robin within each repeat so that background load on a shared
@@ -40,6 +40,7 @@ import torch
 
 PRESET = "vitb16_swint"
 NUM_CLASSES = 20
+TEMPLATES = ("a photo of a {}.",)
 TARGETS = {  # name -> (comparison, value or {size: value})
     "a": ("<=", {448: 1.20, 896: 1.10}),
     "b": (">=", 20.0),
@@ -192,6 +193,9 @@ def main(argv: Sequence[str] = None) -> int:
         plain = open_clip.create_model("ViT-B-16", pretrained=None, force_image_size=size).visual
         plain = plain.to(device).eval()
         log(f"S={size}: built in {time.perf_counter() - t0:.1f} s")
+        # One prompt template instead of ViLD's 14: only the setup gets faster (14x fewer
+        # text-tower forwards); the cached ClassEmbeddings have one row per class either way.
+        seg.text_encoder.templates = TEMPLATES
         t0 = time.perf_counter()
         _, text = seg.encode_vocabulary(vocabulary)  # cached from here on
         log(f"S={size}: vocabulary ready in {time.perf_counter() - t0:.1f} s "

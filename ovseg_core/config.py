@@ -108,6 +108,11 @@ def _build(cls, data: Any, where: str):
         hint = hints[key]
         inner = [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)]
         target = hint if dataclasses.is_dataclass(hint) else (inner[0] if inner else None)
+        if target and value is None and type(None) not in typing.get_args(hint):
+            raise ValueError(f"{where}.{key}: is a section and cannot be null; "
+                             f"leave it out for the defaults")
+        if not target and isinstance(value, dict):
+            raise ValueError(f"{where}.{key}: expected a value, not a section {value}")
         kwargs[key] = _build(target, value, f"{where}.{key}") if target and value is not None else value
     return cls(**kwargs)
 
@@ -120,13 +125,18 @@ def load_preset(name_or_path: str, overrides: Optional[Dict[str, Any]] = None) -
     """A preset by name (``config/presets/NAME.yaml``) or by path, with optional
     ``{"section.key": value}`` overrides checked like the file's own keys."""
     path = Path(name_or_path)
-    if not (path.suffix in (".yaml", ".yml") and path.exists()):
+    if path.suffix in (".yaml", ".yml") and not path.is_file():
+        raise ValueError(f"preset file {path} does not exist; "
+                         f"available presets: {', '.join(preset_names())}")
+    if path.suffix not in (".yaml", ".yml"):
         path = PRESET_DIR / f"{name_or_path}.yaml"
     if not path.exists():
         raise ValueError(f"unknown preset {name_or_path!r}: no file {path}; "
                          f"available presets: {', '.join(preset_names())}")
     with open(path) as f:
         data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a preset is a mapping of keys, got a {type(data).__name__}")
     data.setdefault("name", path.stem)
     for dotted, value in (overrides or {}).items():
         node = data

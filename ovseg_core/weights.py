@@ -43,7 +43,7 @@ def create_clip(model: str, pretrained: Optional[str], preset: str) -> nn.Module
                          f"open_clip.list_models() or add a JSON config to {CLIP_CONFIG_DIR}")
     if pretrained and _looks_like_file(pretrained) and not Path(pretrained).is_file():
         raise FileNotFoundError(f"preset {preset!r}: CLIP checkpoint {pretrained} does not exist; "
-                                f"fix clip.pretrained or pass --weights/--clip-weights")
+                                f"fix clip.pretrained (or build without it: --random-weights)")
     try:
         clip = open_clip.create_model(model, pretrained=pretrained or None, require_pretrained=bool(pretrained))
     except RuntimeError as err:

@@ -147,3 +147,10 @@ def test_missing_weights_exits_2_naming_the_file(tmp_path, street_path, capsys):
                "--weights", str(weights), *SEGMENT_ARGS])
     assert rc == 2
     assert str(weights) in capsys.readouterr().err
+
+
+def test_bad_device_exits_2(tmp_path, street_path, capsys):
+    rc = main(["segment", str(street_path), "--vocab", "car", "--out", str(tmp_path / "out"),
+               "--preset", "tiny", "--device", "gpu"])
+    assert rc == 2
+    assert "gpu" in capsys.readouterr().err
