@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--overlap-threshold", type=float, help="overlap_threshold (default: the preset's)")
     s.add_argument("--random-weights", action="store_true",
                    help="build the preset's architecture without its pretrained weights (offline trials)")
+    s.add_argument("--seed", type=int, default=0,
+                   help="seeds the random initialisation of weights a preset does not load (reproducible runs)")
     s.add_argument("--quiet", action="store_true", help="do not print the segment tables")
     c = sub.add_parser("params", help="count what a preset's trainable policy trains")
     c.add_argument("--preset", default="smart_vitl14_336_swinb")
@@ -108,7 +110,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         overrides["inference.overlap_threshold"] = args.overlap_threshold
     if args.random_weights:
         overrides.update({"clip.pretrained": None, "proposals.pretrained": None})
-    from .build import build_segmenter  # heavy imports after the cheap argument checks
+    import torch  # heavy imports after the cheap argument checks
+    from .build import build_segmenter
+    torch.manual_seed(args.seed)
     try:
         segmenter = build_segmenter(args.preset, weights=args.weights, device=args.device, overrides=overrides)
     except (ValueError, FileNotFoundError) as err:

@@ -113,8 +113,32 @@ def _build(cls, data: Any, where: str):
                              f"leave it out for the defaults")
         if not target and isinstance(value, dict):
             raise ValueError(f"{where}.{key}: expected a value, not a section {value}")
+        if not target and not _fits(value, hint):
+            raise ValueError(f"{where}.{key}: {value!r} is not a {_type_name(hint)}")
         kwargs[key] = _build(target, value, f"{where}.{key}") if target and value is not None else value
     return cls(**kwargs)
+
+
+def _fits(value: Any, hint) -> bool:
+    """Whether a YAML value fits a field's annotation (str, int, float, bool, lists, unions)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin is Union:
+        return any(_fits(value, a) for a in args)
+    if origin in (list, List):
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint) -> str:
+    return str(hint).replace("typing.", "") if typing.get_origin(hint) else hint.__name__
 
 
 def preset_names() -> List[str]:

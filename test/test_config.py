@@ -240,3 +240,18 @@ def test_unknown_clip_model():
 def test_unknown_device(device):
     with pytest.raises(ValueError, match="device"):
         build_segmenter("tiny", device=device)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("inference.overlap_threshold", "high"),
+    ("clip.input_size", "896"),
+    ("classifier.sma_layers", [1.5]),
+    ("classifier.learned_void", "yes"),
+])
+def test_wrongly_typed_values_are_refused(key, value):
+    with pytest.raises(ValueError, match=key.split(".")[-1]):
+        load_preset("tiny", {key: value})
+
+
+def test_integers_are_accepted_where_floats_are_expected():
+    assert load_preset("tiny", {"inference.overlap_threshold": 1}).inference.overlap_threshold == 1
