@@ -127,7 +127,10 @@ def build_from_config(cfg: PresetConfig, proposals: Optional[nn.Module] = None,
 
 def build_proposals(cfg: PresetConfig) -> nn.Module:
     if cfg.proposals.pretrained:
-        return Mask2FormerProposals.from_pretrained(resolve_path(cfg.proposals.pretrained))
+        try:
+            return Mask2FormerProposals.from_pretrained(resolve_path(cfg.proposals.pretrained))
+        except (ValueError, FileNotFoundError) as err:
+            raise type(err)(f"preset {cfg.name!r}: {err}") from err
     if not cfg.proposals.model:
         raise ValueError(f"preset {cfg.name!r}: set proposals.model (an architecture) or "
                          f"proposals.pretrained (a Mask2Former directory)")

@@ -217,3 +217,18 @@ def test_clip_checkpoint_missing_file(tmp_path):
     message = str(info.value)
     assert str(path) in message and "'tiny'" in message
     assert "--clip-weights" not in message, "no such option exists"
+
+
+def test_mask2former_directory_missing_a_tensor_names_preset_file_and_key(tmp_path):
+    from safetensors.torch import load_file, save_file
+    from ovseg_core.modeling.proposals import Mask2FormerProposals
+    Mask2FormerProposals.from_arch("tiny").save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    tensors = load_file(str(weights))
+    dropped = next(k for k in sorted(tensors) if "class_predictor" in k)
+    del tensors[dropped]
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    with pytest.raises(ValueError) as err:
+        build_segmenter("tiny", device="cpu", overrides={"proposals.pretrained": str(tmp_path)})
+    message = str(err.value)
+    assert "tiny" in message and str(tmp_path) in message and "class_predictor" in message
