@@ -15,12 +15,15 @@ random-weight Mask2Former's own masks are degenerate (every query covers ~90% of
 image). The pipeline (c) runs the real (random-weight) Mask2Former Swin-T, 100 queries.
 The vocabulary (20 classes, one prompt template) is encoded once before any timing.
 
-Timing: inference mode, warm-up calls, then the median of N repeats. The functions being
-compared are called round-robin within each repeat so that background load on a shared
-machine hits numerator and denominator alike. torch's thread count is left at its default.
+Timing: inference mode, one warm-up call each (3 on CUDA), then N rounds (N = 5 at S = 448,
+3 at 896; mask_crop, ~100 CLIP forwards a call: 2) in which every function is called once.
+Times are medians over the rounds; each ratio is taken within a round and the median over
+the rounds is reported (with its range), so that background load on a shared machine,
+which comes and goes over seconds, hits numerator and denominator alike. torch's thread
+count is left at its default.
 
-    .venv/bin/python bench/classifier.py            # full: S = 448 and 896 (~10 min on 2 CPU cores)
-    .venv/bin/python bench/classifier.py --quick    # S = 448 only, fewer repeats
+    .venv/bin/python bench/classifier.py            # full: S = 448 and 896 (~7-9 min on 2 CPU cores)
+    .venv/bin/python bench/classifier.py --quick    # S = 448 only, fewer repeats (~2 min)
     .venv/bin/python bench/classifier.py --device cuda
 """
 from __future__ import annotations
@@ -35,7 +38,6 @@ import time
 import warnings
 from typing import Callable, Dict, List, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -99,6 +101,10 @@ def blob_masks(num: int, height: int, width: int, generator: torch.Generator) ->
     return torch.stack(out).clamp(-20, 20)
 
 
+def per_round(numerators: Sequence[float], denominators: Sequence[float]) -> List[float]:
+    return [n / d for n, d in zip(numerators, denominators)]
+
+
 def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1e3:,.0f}"
 
@@ -120,7 +126,7 @@ def main(argv: Sequence[str] = None) -> int:
                     help="CLIP input sizes S (default 448 896; --quick: 448)")
     ap.add_argument("--quick", action="store_true", help="S = 448 only and fewer repeats")
     ap.add_argument("--repeats", type=int, default=None,
-                    help="timed repeats of each fast measurement (default 5, --quick 3; cuda 20)")
+                    help="timed rounds per size (default: 5 at S <= 448, 3 above; --quick 3; cuda 20)")
     ap.add_argument("--crop-repeats", type=int, default=None,
                     help="timed repeats of the slow mask_crop baseline (default 2, --quick 1; cuda 5)")
     ap.add_argument("--warmup", type=int, default=1, help="warm-up calls per function (default 1; cuda 3)")
@@ -144,7 +150,8 @@ def main(argv: Sequence[str] = None) -> int:
         ap.error("--device cuda asked for but CUDA is not available")
     cuda = device.type == "cuda"
     sizes = args.sizes or ([448] if args.quick else [448, 896])
-    repeats = args.repeats or (20 if cuda else 3 if args.quick else 5)
+    def repeats_for(size: int) -> int:
+        return args.repeats or (20 if cuda else 3 if args.quick or size > 448 else 5)
     crop_repeats = args.crop_repeats or (5 if cuda else 1 if args.quick else 2)
     warmup = max(args.warmup, 3) if cuda and args.warmup == 1 else args.warmup
     skip = set(args.skip)
@@ -159,8 +166,8 @@ def main(argv: Sequence[str] = None) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     log(f"{PRESET} on {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"load average {load:.1f}; sizes {sizes}, repeats {repeats}, mask_crop repeats {crop_repeats}, "
-        f"warm-up {warmup}")
+        f"load average {load:.1f}; sizes {sizes}, repeats {[repeats_for(s) for s in sizes]}, "
+        f"mask_crop repeats {crop_repeats}, warm-up {warmup}")
 
     vocabulary = "; ".join([f"class{i}" for i in range(NUM_CLASSES // 2)] +
                            [f"stuff{i} [stuff]" for i in range(NUM_CLASSES - NUM_CLASSES // 2)])
@@ -239,14 +246,15 @@ def main(argv: Sequence[str] = None) -> int:
         if "c" not in skip:
             fns.update(m2f=run_m2f, pipeline=run_pipeline)
         with torch.inference_mode():
-            # (a) and (c) in one round-robin: the plain CLIP time serves both.
-            t = time_round_robin(fns, repeats, warmup, device, f"S={size}")
+            # (a) and (c) in one round-robin: the plain CLIP time serves both. Each ratio is
+            # taken within a round (calls seconds apart), then the median over the rounds.
+            t = time_round_robin(fns, repeats_for(size), warmup, device, f"S={size}")
             row.update({name: statistics.median(v) for name, v in t.items()})
             if "a" not in skip:
-                row["a"] = row["smart"] / row["plain"]
-                row["a_enc"] = row["smart"] / row["encoder"]
+                row["a"] = per_round(t["smart"], t["plain"])
+                row["a_enc"] = per_round(t["smart"], t["encoder"])
             if "c" not in skip:
-                row["c"] = row["pipeline"] / (row["m2f"] + row["plain"])
+                row["c"] = per_round(t["pipeline"], [m + p for m, p in zip(t["m2f"], t["plain"])])
 
             if "b" not in skip:
                 def run_crop():
@@ -255,9 +263,11 @@ def main(argv: Sequence[str] = None) -> int:
 
                 with crop.autocast():  # warm-up on a few masks only: one full call is ~100 CLIP forwards
                     crop.classifier(x, MaskProposals(blobs.masks[:, :8], blobs.objectness[:, :8]), text)
-                t = time_round_robin({"crop": run_crop}, crop_repeats, 0, device, f"S={size} mask_crop")
+                t = time_round_robin({"smart": run_smart, "crop": run_crop}, crop_repeats, 0, device,
+                                     f"S={size} mask_crop")
                 row["crop"] = statistics.median(t["crop"])
-                row["b"] = row["crop"] / row["smart"]
+                row["smart_b"] = statistics.median(t["smart"])
+                row["b"] = per_round(t["crop"], t["smart"])
         rows.append(row)
         del seg, plain
         if cuda:
@@ -265,11 +275,13 @@ def main(argv: Sequence[str] = None) -> int:
 
     # ---- the table ---------------------------------------------------------------------
     dev_name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\n{PRESET}: {args.proposals} proposals (random blobs for a/b, Mask2Former Swin-T for c), "
           f"{NUM_CLASSES} classes, {dev_name}, precision {seg_precision(args.precision, cuda)}; "
-          f"median of {repeats} (mask_crop: {crop_repeats}); pipeline image {args.image[0]}x{args.image[1]}; "
-          f"load average {load:.1f} at start, {os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan'):.1f} at end")
-    header = f"{'S':>5}  {'ratio':<34} {'numerator ms':>13} {'denominator ms':>15} {'ratio':>7}  {'target':>8}  result"
+          f"median of {'/'.join(str(repeats_for(s)) for s in sizes)} rounds (mask_crop: {crop_repeats}); "
+          f"pipeline image {args.image[0]}x{args.image[1]}; load average {load:.1f} at start, {load_end:.1f} at end")
+    header = (f"{'S':>5}  {'ratio':<34} {'num ms':>8} {'den ms':>8} {'ratio':>6} {'range':>11}  "
+              f"{'target':>8}  result")
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -278,18 +290,29 @@ def main(argv: Sequence[str] = None) -> int:
         if "a" in row:
             lines.append(("(a) SMART / plain open_clip", row["smart"], row["plain"], row["a"], "a"))
         if "b" in row:
-            lines.append(("(b) mask_crop / SMART", row["crop"], row["smart"], row["b"], "b"))
+            lines.append(("(b) mask_crop / SMART", row["crop"], row["smart_b"], row["b"], "b"))
         if "c" in row:
             lines.append(("(c) pipeline / (M2F + plain CLIP)", row["pipeline"], row["m2f"] + row["plain"],
                           row["c"], "c"))
-        for name, num, den, ratio, key in lines:
-            target, result = verdict(key, ratio, s)
-            print(f"{s:>5}  {name:<34} {fmt_ms(num):>13} {fmt_ms(den):>15} {ratio:>7.2f}  {target:>8}  {result}")
         if "a" in row:
-            print(f"{s:>5}  {'(info) SMART / SMART w/o masks':<34} {fmt_ms(row['smart']):>13} "
-                  f"{fmt_ms(row['encoder']):>15} {row['a_enc']:>7.2f}  {'-':>8}  (token floor {1 + q / ((s // 16) ** 2 + 1):.3f})")
+            lines.append(("(info) SMART / SMART w/o masks", row["smart"], row["encoder"], row["a_enc"], None))
+        for name, num, den, ratios, key in lines:
+            ratio = statistics.median(ratios)
+            spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+            if key is None:
+                target, result = "-", f"token floor {1 + q / ((s // 16) ** 2 + 1):.3f}"
+            else:
+                target, result = verdict(key, ratio, s)
+            print(f"{s:>5}  {name:<34} {fmt_ms(num):>8} {fmt_ms(den):>8} {ratio:>6.2f} {spread:>11}  "
+                  f"{target:>8}  {result}")
         if "c" in row:
-            print(f"{'':>5}  {'(c) parts: M2F ' + fmt_ms(row['m2f']) + ' ms, plain CLIP ' + fmt_ms(row['plain']) + ' ms'}")
+            print(f"{'':>5}  (c) parts: M2F {fmt_ms(row['m2f'])} ms, plain CLIP {fmt_ms(row['plain'])} ms")
+    print("num/den ms: medians over the rounds; ratio: median (range: min-max) of the ratios taken within "
+          "each round.")
+    if any("a" in row for row in rows):
+        print("(info): SMART over the same MaskCLIPEncoder without mask tokens (same attention kernels); token "
+              "floor = 1 + Q / (patches + 1).\nopen_clip's nn.MultiheadAttention (the plain baseline) is not "
+              "SDPA on CPU (bmm + softmax), so (a) and (c) can read below 1 at large S.")
     return 0
 
 

@@ -52,8 +52,9 @@ def panoptic_merge(
     keep = (labels != num_classes) & (scores > object_mask_threshold)
     if not bool(keep.any()):
         return empty
-    scores, labels = scores[keep], labels[keep]
-    masks = mask_logits[keep].float().sigmoid()
+    if not bool(keep.all()):  # indexing copies every mask: skip it when nothing is dropped
+        scores, labels, mask_logits = scores[keep], labels[keep], mask_logits[keep]
+    masks = mask_logits.float().sigmoid()
     n = masks.shape[0]
 
     winner = (scores[:, None, None] * masks).argmax(0)  # [H, W] index of kept query

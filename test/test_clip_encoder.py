@@ -152,3 +152,25 @@ def test_query_projection_tuning_moves_only_q_and_new_modules(clip):
             assert torch.equal(p, before[n]), n
     for n, p in text_tower.named_parameters():
         assert torch.equal(p, text_before[n]), n
+
+
+def test_attention_bias_is_the_same_in_chunks_and_at_once(clip):
+    enc = make_encoder(clip, distribution_adapter=True)
+    torch.nn.init.normal_(enc.distribution_adapter.conv2.weight, std=0.3)  # a "trained" adapter
+    torch.nn.init.constant_(enc.distribution_adapter.conv2.bias, 4.0)
+    torch.manual_seed(0)
+    masks = torch.randn(2, 9, 40, 40) * 2 - 7  # sparse: few patches allowed
+    with torch.no_grad():
+        enc.bias_chunk = 4
+        chunked = enc.attention_bias(masks, (64, 64))
+        enc.bias_chunk = 100
+        at_once = enc.attention_bias(masks, (64, 64))
+    assert torch.equal(chunked, at_once)
+    # The adapter changes which patches are allowed once it is trained.
+    plain = make_encoder(clip).attention_bias(masks, (64, 64))
+    assert not torch.equal(plain, at_once)
+
+
+def test_attention_bias_with_no_proposals(clip):
+    enc = make_encoder(clip)
+    assert enc.attention_bias(torch.zeros(1, 0, 16, 16), (64, 64)).shape == (1, 1, 0, 17)
