@@ -106,6 +106,14 @@ def semantic_scores(class_probs: torch.Tensor, mask_logits: torch.Tensor) -> tor
     return torch.einsum("qk,qhw->khw", class_probs[:, :-1].float(), mask_logits.float().sigmoid())
 
 
-def semantic_map(class_probs: torch.Tensor, mask_logits: torch.Tensor) -> np.ndarray:
-    """int32 [H, W] class index per pixel, for mIoU."""
-    return semantic_scores(class_probs, mask_logits).argmax(0).cpu().numpy().astype(np.int32)
+def semantic_map(class_probs: torch.Tensor, mask_logits: torch.Tensor,
+                 max_elements: int = 1 << 25) -> np.ndarray:
+    """int32 [H, W] class index per pixel, for mIoU. Computed a band of rows at a time so
+    that K x rows x W stays under ``max_elements`` (847 classes at 1024x2048 would
+    otherwise need 7 GB of scores)."""
+    _check_inputs(class_probs, mask_logits)
+    k = max(class_probs.shape[1] - 1, 1)
+    h, w = mask_logits.shape[-2:]
+    rows = max(1, max_elements // (k * max(w, 1)))
+    bands = [semantic_scores(class_probs, band).argmax(0) for band in mask_logits.split(rows, dim=1)]
+    return torch.cat(bands).cpu().numpy().astype(np.int32) if bands else np.zeros((h, w), np.int32)

@@ -113,3 +113,10 @@ def test_geometric_ensemble_matches_the_formula(clip, text):
     with torch.no_grad():
         all_unseen = ens(images, props, text).exp()
     assert torch.allclose(all_unseen, pa ** 0.1 * pb ** 0.9, atol=1e-5)
+
+
+def test_mask_adapter_in_chunks_equals_at_once(clip):
+    clf = MaskAdapterClassifier(encoder(clip), logit_scale=10.0, input_size=64, hidden=32, num_maps=4).eval()
+    tokens, masks = torch.randn(2, 4, 4, 64), torch.randn(2, 5, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(clf.adapter(tokens, masks, chunk=2), clf.adapter(tokens, masks, chunk=100), atol=1e-6)

@@ -148,3 +148,11 @@ def test_semantic_two_classes():
     assert scores[:, 0].tolist() == [pytest.approx([0.8, 0.55]), pytest.approx([0.4, 0.65])]
     sem = semantic_map(p, m)
     assert sem.dtype == np.int32 and sem.tolist() == [[0, 1]]
+
+
+def test_semantic_map_in_bands_equals_at_once():
+    torch.manual_seed(0)
+    probs = torch.softmax(torch.randn(6, 5), -1)
+    logits = torch.randn(6, 37, 23)
+    whole = semantic_scores(probs, logits).argmax(0).numpy()
+    np.testing.assert_array_equal(semantic_map(probs, logits, max_elements=4 * 23 * 3), whole)

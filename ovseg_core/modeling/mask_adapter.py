@@ -60,8 +60,10 @@ class MaskAdapterHead(nn.Module):
         maps = self.to_maps(self.norm(self.blocks(x)))
         return F.logsigmoid(maps).flatten(2).softmax(-1).view(b, q, self.num_maps, gh * gw)
 
-    def forward(self, tokens: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """-> [B, Q, C] mask features (before CLIP's head)."""
-        maps = self.activation_maps(tokens, masks)
-        pooled = torch.einsum("bqkn,bnc->bqkc", maps, tokens.flatten(1, 2))
-        return pooled.mean(2)
+    def forward(self, tokens: torch.Tensor, masks: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+        """-> [B, Q, C] mask features (before CLIP's head). ``chunk`` masks at a time: the
+        head runs on a copy of the CLIP features per mask."""
+        flat = tokens.flatten(1, 2)
+        pooled = [torch.einsum("bqkn,bnc->bqc", self.activation_maps(tokens, part), flat) / self.num_maps
+                  for part in masks.split(chunk, dim=1)]
+        return torch.cat(pooled, dim=1) if pooled else flat.new_zeros(tokens.shape[0], 0, tokens.shape[-1])
