@@ -27,9 +27,6 @@ class MaskProposals:
                 f"MaskProposals wants masks [B,Q,h,w] and objectness [B,Q]; got "
                 f"{tuple(self.masks.shape)} and {tuple(self.objectness.shape)}")
 
-    def __getitem__(self, i: int) -> "MaskProposals":
-        return MaskProposals(self.masks[i:i + 1], self.objectness[i:i + 1])
-
 
 @dataclass
 class Segment:
@@ -56,9 +53,3 @@ class PanopticResult:
     class_names: List[str] = field(default_factory=list)
     class_is_thing: List[bool] = field(default_factory=list)
     vocabulary_version: Optional[int] = None
-
-    def segment(self, segment_id: int) -> Segment:
-        for s in self.segments:
-            if s.id == segment_id:
-                return s
-        raise KeyError(f"no segment with id {segment_id}")

@@ -152,10 +152,6 @@ class GeometricEnsemble(nn.Module):
         self.first, self.second = first, second
         self.alpha, self.beta = alpha, beta
 
-    @property
-    def logit_scale(self):
-        return self.first.logit_scale
-
     def forward(self, images, proposals, text: ClassEmbeddings, seen: Optional[torch.Tensor] = None):
         k = text.num_classes
         log_p = [m(images, proposals, text, seen).float().softmax(-1)[..., :k].clamp_min(1e-12).log()
