@@ -6,6 +6,8 @@ of the public CLIP. Every failure names the file, the preset and the offending k
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -45,7 +47,11 @@ def create_clip(model: str, pretrained: Optional[str], preset: str) -> nn.Module
         raise FileNotFoundError(f"preset {preset!r}: CLIP checkpoint {pretrained} does not exist; "
                                 f"fix clip.pretrained (or build without it: --random-weights)")
     try:
-        clip = open_clip.create_model(model, pretrained=pretrained or None, require_pretrained=bool(pretrained))
+        # Random weights are asked for on purpose here: silence open_clip's warning about them.
+        quiet = contextlib.nullcontext() if pretrained else _no_warnings()
+        with quiet:
+            clip = open_clip.create_model(model, pretrained=pretrained or None,
+                                          require_pretrained=bool(pretrained))
     except RuntimeError as err:
         raise ValueError(f"preset {preset!r}: CLIP weights {pretrained!r} do not fit model {model!r}: "
                          f"{str(err)[:800]}") from err
@@ -56,6 +62,15 @@ def create_clip(model: str, pretrained: Optional[str], preset: str) -> nn.Module
                              f"checkpoint elsewhere and set clip.pretrained to its local path") from err
         raise
     return clip.eval()
+
+
+@contextlib.contextmanager
+def _no_warnings():
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def save_delta(module: nn.Module, names: List[str], path: str, preset: str):
