@@ -78,21 +78,21 @@ def build_classifier(cfg: ClassifierConfig, clip: nn.Module, visual: nn.Module, 
 
 
 def build_segmenter(preset: str = "tiny", weights: Optional[str] = None, device: Optional[str] = None,
-                    overrides: Optional[Dict[str, Any]] = None, proposals: Optional[nn.Module] = None,
+                    overrides: Optional[Dict[str, Any]] = None,
                     embedding_cache: Optional[EmbeddingCache] = None) -> Segmenter:
     """A ready Segmenter. ``weights`` (our trained delta) overrides the preset's;
     ``overrides`` are dotted preset keys, e.g. ``{"inference.overlap_threshold": 0.5}``;
-    ``proposals`` replaces the mask generator (e.g. an OracleProposals)."""
+    ``embedding_cache`` lets several segmenters share encoded vocabularies. Oracle masks
+    are passed per call: ``segmenter(image, vocabulary, proposals=OracleProposals()(gt))``."""
     cfg = load_preset(preset, overrides)
     if device is not None:
         cfg.device = device
     if weights is not None:
         cfg.weights = weights
-    return build_from_config(cfg, proposals=proposals, embedding_cache=embedding_cache)
+    return build_from_config(cfg, embedding_cache=embedding_cache)
 
 
-def build_from_config(cfg: PresetConfig, proposals: Optional[nn.Module] = None,
-                      embedding_cache: Optional[EmbeddingCache] = None) -> Segmenter:
+def build_from_config(cfg: PresetConfig, embedding_cache: Optional[EmbeddingCache] = None) -> Segmenter:
     device = resolve_device(cfg.device)
     clip_size = _pair(cfg.clip.input_size)
     clip = create_clip(cfg.clip.model, resolve_path(cfg.clip.pretrained), cfg.name)
@@ -105,8 +105,7 @@ def build_from_config(cfg: PresetConfig, proposals: Optional[nn.Module] = None,
         classifier = GeometricEnsemble(classifier, second, cfg.ensemble.alpha, cfg.ensemble.beta)
         seen = list(cfg.ensemble.seen_classes)
     clip.visual = None  # the encoders own the visual tower now; the text tower stays here
-    if proposals is None:
-        proposals = build_proposals(cfg)
+    proposals = build_proposals(cfg)
     trainable = apply_trainable(classifier, cfg.classifier.trainable, clip, proposals)
     if cfg.weights:
         load_delta(classifier, trainable, resolve_path(cfg.weights), cfg.name)

@@ -34,7 +34,7 @@ _COCO_PANOPTIC_HEAD = dict(
 # Built offline (nothing is downloaded). swin-tiny / swin-base match the hub's
 # facebook/mask2former-swin-{tiny,base}-coco-panoptic, converted from Mask2Former's
 # configs/coco/panoptic-segmentation/swin/maskformer2_swin_{tiny,base_384}_bs16_50ep.yaml.
-# Both use 100 queries: Mask2Former's model zoo uses 200 only for Swin-L.
+# Both use 100 queries: Mask2Former's model zoo uses 200 only for Swin-L (swin-large below).
 # "tiny" is for tests and CPU smoke runs. decoder_layers counts the prediction from the bare
 # queries, so 3 means 2 masked-attention layers (as the hub's 10 means 9).
 MASK2FORMER_ARCHS: dict[str, dict] = {
@@ -46,6 +46,11 @@ MASK2FORMER_ARCHS: dict[str, dict] = {
         backbone_config=dict(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12,
                              image_size=384, drop_path_rate=0.3, out_features=_SWIN_STAGES),
         **_COCO_PANOPTIC_HEAD),
+    # Swin-L (IN-21k, 384) is the one Mask2Former COCO-panoptic model with 200 queries.
+    "swin-large": dict(
+        backbone_config=dict(embed_dim=192, depths=[2, 2, 18, 2], num_heads=[6, 12, 24, 48], window_size=12,
+                             image_size=384, drop_path_rate=0.3, out_features=_SWIN_STAGES),
+        **{**_COCO_PANOPTIC_HEAD, "num_queries": 200}),
     "tiny": dict(
         backbone_config=dict(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], window_size=4,
                              image_size=128, drop_path_rate=0.0, out_features=_SWIN_STAGES),
