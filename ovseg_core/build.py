@@ -6,13 +6,14 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Optional, Tuple
+import hashlib
+from typing import Any, Dict, List, Optional
 
 import open_clip
 import torch
 from torch import nn
 
-from .config import ClassifierConfig, PresetConfig, load_preset, preset_names, resolve_path
+from .config import ClassifierConfig, PresetConfig, load_preset, preset_names, resolve_path, size_pair
 from .modeling.classifiers import CLASSIFIERS, GeometricEnsemble, MaskCropClassifier, MaskAdapterClassifier
 from .modeling.clip_encoder import MaskCLIPEncoder
 from .modeling.proposals import Mask2FormerProposals
@@ -22,10 +23,6 @@ from .trainable import apply_trainable
 from .weights import create_clip, load_delta
 
 __all__ = ["build_segmenter", "preset_names", "load_preset"]
-
-
-def _pair(size) -> Tuple[int, int]:
-    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -94,7 +91,7 @@ def build_segmenter(preset: str = "tiny", weights: Optional[str] = None, device:
 
 def build_from_config(cfg: PresetConfig, embedding_cache: Optional[EmbeddingCache] = None) -> Segmenter:
     device = resolve_device(cfg.device)
-    clip_size = _pair(cfg.clip.input_size)
+    clip_size = size_pair(cfg.clip.input_size)
     clip = create_clip(cfg.clip.model, resolve_path(cfg.clip.pretrained), cfg.name)
     # The second half of an ensemble gets its own copy so the two never share parameters.
     second_visual = copy.deepcopy(clip.visual) if cfg.ensemble is not None else None
@@ -111,17 +108,24 @@ def build_from_config(cfg: PresetConfig, embedding_cache: Optional[EmbeddingCach
         load_delta(classifier, trainable, resolve_path(cfg.weights), cfg.name)
     classifier.eval()
     tokenizer = open_clip.get_tokenizer(cfg.clip.model)
-    model_key = f"{cfg.name}|{cfg.clip.model}|{cfg.clip.pretrained}|{cfg.weights}"
+    model_key = f"{cfg.name}|{cfg.clip.model}|{cfg.clip.pretrained}|{_fingerprint(clip)}"
     text_encoder = TextEncoder(clip.to(device), tokenizer, model_key, chunk_size=cfg.text.chunk_size,
                                cache=embedding_cache or EmbeddingCache(cfg.text.cache_size))
     segmenter = Segmenter(proposals.to(device), classifier.to(device), text_encoder,
-                          proposal_size=_pair(cfg.proposals.input_size), clip_size=clip_size,
+                          proposal_size=size_pair(cfg.proposals.input_size), clip_size=clip_size,
                           inference=cfg.inference, device=device,
                           amp_dtype=resolve_precision(cfg.precision, device), seen_classes=seen,
-                          name=cfg.name)
-    segmenter.config = cfg
-    segmenter.trainable = trainable
+                          name=cfg.name, config=cfg, trainable=trainable)
     return segmenter
+
+
+def _fingerprint(module: nn.Module) -> str:
+    """Names a text tower's weights in cache keys: two random initialisations (or two
+    checkpoints under one tag) never share cached embeddings; equal weights do."""
+    digest = hashlib.sha1()
+    for p in list(module.parameters())[:3]:
+        digest.update(p.detach().float().cpu().numpy().tobytes()[:1 << 20])
+    return digest.hexdigest()[:16]
 
 
 def build_proposals(cfg: PresetConfig) -> nn.Module:

@@ -68,13 +68,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def count_params(preset: str) -> int:
     """Builds the preset's classifier with random weights and prints its trainable parts."""
-    from .build import build_classifier, _pair
-    from .config import load_preset
+    from .build import build_classifier
+    from .config import load_preset, size_pair
     from .trainable import apply_trainable
     from .weights import create_clip
     cfg = load_preset(preset, {"clip.pretrained": None})
     clip = create_clip(cfg.clip.model, None, cfg.name)
-    classifier = build_classifier(cfg.classifier, clip, clip.visual, _pair(cfg.clip.input_size), cfg.name)
+    classifier = build_classifier(cfg.classifier, clip, clip.visual, size_pair(cfg.clip.input_size), cfg.name)
     params = dict(classifier.named_parameters())
     names = apply_trainable(classifier, cfg.classifier.trainable, clip)
     groups = {}

@@ -11,7 +11,7 @@ import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import yaml
 
@@ -173,6 +173,15 @@ def load_preset(name_or_path: str, overrides: Optional[Dict[str, Any]] = None) -
                 raise ValueError(f"override {dotted!r}: {p!r} is not a section")
         node[leaf] = value
     return _build(PresetConfig, data, str(path))
+
+
+def size_pair(size: Union[int, List[int]]) -> Tuple[int, int]:
+    """A preset's ``input_size`` (S or [H, W]) as (H, W)."""
+    if isinstance(size, int):
+        return size, size
+    if len(size) != 2:
+        raise ValueError(f"an input size is S or [H, W], got {size}")
+    return int(size[0]), int(size[1])
 
 
 def resolve_path(value: Optional[str]) -> Optional[str]:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import InferenceConfig
+from .config import InferenceConfig, PresetConfig
 from .postprocess import panoptic_merge, semantic_map
 from .structures import MaskProposals, PanopticResult
 from .text import ClassEmbeddings, TextEncoder
@@ -72,7 +72,7 @@ class Segmenter:
                  proposal_size: Tuple[int, int], clip_size: Tuple[int, int],
                  inference: Optional[InferenceConfig] = None, device: Union[str, torch.device] = "cpu",
                  amp_dtype: Optional[torch.dtype] = None, seen_classes: Sequence[str] = (),
-                 name: str = "custom"):
+                 name: str = "custom", config: Optional[PresetConfig] = None, trainable: Sequence[str] = ()):
         self.proposals = proposals
         self.classifier = classifier
         self.text_encoder = text_encoder
@@ -83,6 +83,8 @@ class Segmenter:
         self.amp_dtype = amp_dtype
         self.seen_classes = frozenset(seen_classes)
         self.name = name
+        self.config = config                # the preset it was built from, if any
+        self.trainable = list(trainable)    # parameter names (in classifier) its policy trains
 
     def autocast(self):
         if self.amp_dtype is None:

@@ -21,16 +21,13 @@ import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
+from ..config import size_pair
 from ..structures import MaskProposals
 from ..text import ClassEmbeddings
 from .clip_encoder import MaskCLIPEncoder
 from .mask_adapter import MaskAdapterHead
 
 Size = Union[int, Sequence[int]]
-
-
-def _pair(size: Size) -> Tuple[int, int]:
-    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 class MaskClassifier(nn.Module):
@@ -42,7 +39,7 @@ class MaskClassifier(nn.Module):
         self.encoder = encoder
         # FC-CLIP clamps exp(logit_scale) at 100, as CLIP's training did.
         self.logit_scale = float(min(logit_scale, 100.0))
-        self.input_size = _pair(input_size)
+        self.input_size = size_pair(input_size)
         self.register_buffer("mean", torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1), persistent=False)
         self.void_embedding = nn.Parameter(torch.randn(encoder.output_dim) * 0.02) if learned_void else None
