@@ -174,3 +174,15 @@ def test_attention_bias_is_the_same_in_chunks_and_at_once(clip):
 def test_attention_bias_with_no_proposals(clip):
     enc = make_encoder(clip)
     assert enc.attention_bias(torch.zeros(1, 0, 16, 16), (64, 64)).shape == (1, 1, 0, 17)
+
+
+def test_untrained_adapter_keeps_the_exact_patch_rule_on_fine_masks(clip):
+    # Masks finer than 4 samples per patch are max-pooled before the adapter; at
+    # initialisation (identity adapter) the bias must equal the plain rule exactly.
+    torch.manual_seed(0)
+    masks = torch.randn(1, 6, 50, 70) * 2 - 5
+    with torch.no_grad():
+        plain = make_encoder(clip).attention_bias(masks, (48, 80))
+        adapted = make_encoder(clip, distribution_adapter=True).attention_bias(masks, (48, 80))
+    assert torch.equal(plain, adapted)
+    assert (plain == 0).any() and torch.isinf(plain).any()

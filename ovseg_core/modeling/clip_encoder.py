@@ -221,6 +221,12 @@ class MaskCLIPEncoder(nn.Module):
 
     def _pool_to_grid(self, logits: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
         if self.distribution_adapter is not None:
+            # The adapter works at no more than 4 x 4 samples per patch: finer detail could
+            # only reach the patch grid through a max. Max-pooling to exactly 4x the grid
+            # and then to the grid gives the same windows as pooling to the grid at once.
+            fine = (min(logits.shape[-2], 4 * grid[0]), min(logits.shape[-1], 4 * grid[1]))
+            if fine != tuple(logits.shape[-2:]):
+                logits = F.adaptive_max_pool2d(logits, fine)
             logits = self.distribution_adapter(logits)
         return F.adaptive_max_pool2d(logits, grid)
 

@@ -10,7 +10,7 @@ from torch import nn
 
 
 class DistributionAdapter(nn.Module):
-    def __init__(self, hidden: int = 16):
+    def __init__(self, hidden: int = 8):
         super().__init__()
         self.conv1 = nn.Conv2d(1, hidden, 3, padding=1)
         self.act = nn.GELU()
