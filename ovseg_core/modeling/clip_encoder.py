@@ -1,11 +1,11 @@
 """CLIP ViT image encoder with one mask token per proposal (MaskCLIP's mask attention).
 
-The sequence in every block is ``[mask tokens | CLS, patches]``. CLS and patches attend
-to each other exactly as in CLIP, so CLIP's own outputs are unchanged by the mask
-tokens; mask token i attends to CLS and to the patches that contain any pixel of mask
-i; nobody attends to mask tokens. We run the two query groups as two attention calls
-over the same keys: the image part keeps the fast unmasked kernel and the mask part
-costs Q x (1 + N) instead of (Q + 1 + N)^2.
+One residual stream ``[CLS, patches | mask tokens]`` runs through every block. CLS and
+patches attend to each other exactly as in CLIP, so CLIP's own outputs are unchanged by
+the mask tokens; mask token i attends to CLS and to the patches that contain any pixel
+of mask i; nobody attends to mask tokens. Norms, projections and MLPs run once over all
+tokens; attention runs as two calls over the same keys: the image part keeps the fast
+unmasked kernel and the mask part costs Q x (1 + N) instead of (Q + 1 + N)^2.
 
 q, k and v are separate ``nn.Linear`` layers (open_clip fuses them) so that Query
 Projection Tuning can train q alone: a gradient hook on the fused weight is not enough,
@@ -53,23 +53,22 @@ class SplitAttention(nn.Module):
         b, n, d = x.shape
         return x.view(b, n, self.num_heads, d // self.num_heads).transpose(1, 2)
 
-    def forward(self, x_img: torch.Tensor, x_mask: Optional[torch.Tensor] = None,
-                q_mask_input: Optional[torch.Tensor] = None,
-                mask_bias: Optional[torch.Tensor] = None):
-        """x_img: normalised [CLS, patches]; x_mask: normalised mask tokens; q_mask_input:
-        what the mask tokens' queries are projected from (SMA output, else x_mask)."""
-        b, n, d = x_img.shape
-        k = self._heads(self.k_proj(x_img))
-        v = self._heads(self.v_proj(x_img))
-        out_img = F.scaled_dot_product_attention(self._heads(self.q_proj(x_img)), k, v)
-        out_img = self.out_proj(out_img.transpose(1, 2).reshape(b, n, d))
-        if x_mask is None:
-            return out_img, None
-        q_src = x_mask if q_mask_input is None else q_mask_input
+    def forward(self, h: torch.Tensor, n_img: int, q_mask_input: Optional[torch.Tensor] = None,
+                mask_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """h: normalised [CLS, patches | mask tokens], the first ``n_img`` being the image.
+        Keys and values come from the image tokens only; the mask tokens' queries are
+        projected from ``q_mask_input`` (SMA's output) when given."""
+        b, t, d = h.shape
+        img = h[:, :n_img]
+        k = self._heads(self.k_proj(img))
+        v = self._heads(self.v_proj(img))
+        q_src = h if q_mask_input is None else torch.cat([img, q_mask_input], dim=1)
         q = self._heads(self.q_proj(q_src))
-        out_mask = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_bias.to(q.dtype))
-        out_mask = self.out_proj(out_mask.transpose(1, 2).reshape(b, q_src.shape[1], d))
-        return out_img, out_mask
+        out = F.scaled_dot_product_attention(q[:, :, :n_img], k, v)
+        if t > n_img:
+            out_mask = F.scaled_dot_product_attention(q[:, :, n_img:], k, v, attn_mask=mask_bias.to(q.dtype))
+            out = torch.cat([out, out_mask], dim=2)
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
 
 
 class MaskTokenBlock(nn.Module):
@@ -84,17 +83,14 @@ class MaskTokenBlock(nn.Module):
         self.attn = SplitAttention(block.attn)
         self.sma = sma
 
-    def forward(self, x_img, x_mask=None, mask_bias=None, text=None):
-        h_img = self.ln_1(x_img)
-        h_mask = self.ln_1(x_mask) if x_mask is not None else None
-        q_input = self.sma(h_mask, text) if (self.sma is not None and h_mask is not None) else None
-        a_img, a_mask = self.attn(h_img, h_mask, q_input, mask_bias)
-        x_img = x_img + self.ls_1(a_img)
-        x_img = x_img + self.ls_2(self.mlp(self.ln_2(x_img)))
-        if x_mask is not None:
-            x_mask = x_mask + self.ls_1(a_mask)
-            x_mask = x_mask + self.ls_2(self.mlp(self.ln_2(x_mask)))
-        return x_img, x_mask
+    def forward(self, x: torch.Tensor, n_img: int, mask_bias=None, text=None) -> torch.Tensor:
+        """One residual stream [CLS, patches | mask tokens]: norms, projections and the MLP
+        run once over all tokens; only attention treats the two groups differently."""
+        h = self.ln_1(x)
+        has_masks = x.shape[1] > n_img
+        q_input = self.sma(h[:, n_img:], text) if (self.sma is not None and has_masks) else None
+        x = x + self.ls_1(self.attn(h, n_img, q_input, mask_bias))
+        return x + self.ls_2(self.mlp(self.ln_2(x)))
 
 
 def _open_clip_key(key: str) -> str:
@@ -246,14 +242,16 @@ class MaskCLIPEncoder(nn.Module):
         x = self.conv1(images).flatten(2).transpose(1, 2)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.position_embedding(grid).to(x.dtype)
-        x_img = self.ln_pre(x)
-        x_mask = bias = None
+        x = self.ln_pre(x)
+        n_img = x.shape[1]
+        bias = None
         if masks is not None:
-            x_mask = x_img[:, :1].expand(-1, masks.shape[1], -1)
+            x = torch.cat([x, x[:, :1].expand(-1, masks.shape[1], -1)], dim=1)
             bias = self.attention_bias(masks, size)
-            text = text.to(x_img.dtype) if text is not None else None
+            text = text.to(x.dtype) if text is not None else None
         for block in self.blocks:
-            x_img, x_mask = block(x_img, x_mask, bias, text)
+            x = block(x, n_img, bias, text)
+        x_img, x_mask = x[:, :n_img], (x[:, n_img:] if masks is not None else None)
         tokens = x_img[:, 1:].reshape(x_img.shape[0], *grid, -1)
         out = {"image": self.head(x_img[:, 0]), "tokens": tokens, "patches": self.head(tokens)}
         if x_mask is not None:
