@@ -1,7 +1,6 @@
 """Loading weights: our safetensors deltas and open_clip CLIP checkpoints, and their errors."""
 import json
 
-import numpy as np
 import open_clip
 import pytest
 import torch
