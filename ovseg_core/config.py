@@ -16,7 +16,6 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import yaml
 
 
-
 def _config_dir() -> Path:
     """The repository's config/ (source checkouts, editable installs), else the copy a
     regular pip install puts under <prefix>/share/ovseg/config."""
