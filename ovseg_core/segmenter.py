@@ -86,6 +86,15 @@ class Segmenter:
         self.config = config                # the preset it was built from, if any
         self.trainable = list(trainable)    # parameter names (in classifier) its policy trains
 
+    def to(self, device: Union[str, torch.device]) -> "Segmenter":
+        """Move every model (e.g. to the CPU to free GPU memory while a node is inactive).
+        Cached class embeddings are keyed by device, so nothing stale is reused."""
+        self.device = torch.device(device)
+        self.proposals.to(self.device)
+        self.classifier.to(self.device)
+        self.text_encoder.model.to(self.device)
+        return self
+
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()

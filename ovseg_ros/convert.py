@@ -1,0 +1,213 @@
+"""Message <-> numpy conversion at the ROS edges, shared by the node (rclpy messages) and
+the rosbag tool (rosbags dataclasses).
+
+Nothing here imports rclpy: functions read message fields by name and build messages
+through a :class:`MessageTypes` table, so one implementation serves both libraries.
+The hand-written part is the raw `sensor_msgs/Image` decoding, because ROS 2's
+`cv_bridge` is not available from PyPI (and the PyPI `cv-bridge` is ROS 1's).
+"""
+from __future__ import annotations
+
+import array
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import cv2
+import numpy as np
+
+from ovseg_core.structures import PanopticResult
+from ovseg_core.vocabulary import VocabClass, Vocabulary
+
+
+class BadImage(ValueError):
+    """A message that cannot become an RGB image; the text says what to send instead."""
+
+
+# encoding -> (channels, numpy dtype, OpenCV conversion to RGB or None)
+_ENCODINGS = {
+    "rgb8": (3, np.uint8, None),
+    "bgr8": (3, np.uint8, cv2.COLOR_BGR2RGB),
+    "rgba8": (4, np.uint8, cv2.COLOR_RGBA2RGB),
+    "bgra8": (4, np.uint8, cv2.COLOR_BGRA2RGB),
+    "mono8": (1, np.uint8, cv2.COLOR_GRAY2RGB),
+    "8UC1": (1, np.uint8, cv2.COLOR_GRAY2RGB),
+    "8UC3": (3, np.uint8, cv2.COLOR_BGR2RGB),   # cv_bridge treats 8UC3 as BGR
+    "8UC4": (4, np.uint8, cv2.COLOR_BGRA2RGB),
+    "rgb16": (3, np.uint16, None),
+    "bgr16": (3, np.uint16, cv2.COLOR_BGR2RGB),
+    "rgba16": (4, np.uint16, cv2.COLOR_RGBA2RGB),
+    "bgra16": (4, np.uint16, cv2.COLOR_BGRA2RGB),
+    "mono16": (1, np.uint16, cv2.COLOR_GRAY2RGB),
+    "16UC1": (1, np.uint16, cv2.COLOR_GRAY2RGB),
+    "bayer_rggb8": (1, np.uint8, cv2.COLOR_BayerBG2RGB),  # OpenCV names Bayer by the 2nd row
+    "bayer_bggr8": (1, np.uint8, cv2.COLOR_BayerRG2RGB),
+    "bayer_gbrg8": (1, np.uint8, cv2.COLOR_BayerGR2RGB),
+    "bayer_grbg8": (1, np.uint8, cv2.COLOR_BayerGB2RGB),
+    "yuv422": (2, np.uint8, cv2.COLOR_YUV2RGB_UYVY),
+    "uyvy": (2, np.uint8, cv2.COLOR_YUV2RGB_UYVY),
+    "yuv422_yuy2": (2, np.uint8, cv2.COLOR_YUV2RGB_YUY2),
+    "yuyv": (2, np.uint8, cv2.COLOR_YUV2RGB_YUY2),
+}
+SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
+# Larger than any camera we know of (a 100 MP frame); guards against a corrupt width/height.
+MAX_PIXELS = 100_000_000
+
+
+def _buffer(data: Any) -> np.ndarray:
+    """rclpy gives array.array/bytes, rosbags gives a numpy array: view either as uint8."""
+    return np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
+
+
+def image_to_rgb(msg) -> np.ndarray:
+    """`sensor_msgs/Image` -> HxWx3 uint8 RGB (16-bit images keep their top 8 bits)."""
+    encoding = msg.encoding.strip()
+    spec = _ENCODINGS.get(encoding) or _ENCODINGS.get(encoding.lower())
+    if spec is None:
+        raise BadImage(f"unsupported image encoding {msg.encoding!r}; send one of "
+                       f"{', '.join(SUPPORTED_ENCODINGS)} (or a CompressedImage)")
+    channels, dtype, conversion = spec
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise BadImage(f"empty image ({width}x{height}); the camera driver sent no pixels")
+    if height * width > MAX_PIXELS:
+        raise BadImage(f"image of {width}x{height} exceeds {MAX_PIXELS} pixels; "
+                       f"the header is probably corrupt")
+    row = width * channels * np.dtype(dtype).itemsize
+    if step < row:
+        raise BadImage(f"step {step} is smaller than a {encoding} row of width {width} "
+                       f"({row} bytes); fix the publisher's step")
+    data = _buffer(msg.data)
+    if data.size < step * (height - 1) + row:
+        raise BadImage(f"{encoding} image {width}x{height} with step {step} needs "
+                       f"{step * height} bytes, the message has {data.size}")
+    rows = data[:step * height].reshape(height, step) if data.size >= step * height \
+        else np.concatenate([data, np.zeros(step * height - data.size, np.uint8)]).reshape(height, step)
+    pixels = rows[:, :row]
+    if np.dtype(dtype).itemsize > 1:
+        order = ">" if getattr(msg, "is_bigendian", 0) else "<"
+        pixels = pixels.copy().view(np.dtype(dtype).newbyteorder(order)).astype(np.uint16)
+        pixels = (pixels >> 8).astype(np.uint8)
+    image = pixels.reshape(height, width, channels)
+    if conversion is None:
+        return np.ascontiguousarray(image)
+    return cv2.cvtColor(np.ascontiguousarray(image), conversion)
+
+
+def compressed_to_rgb(msg) -> np.ndarray:
+    """`sensor_msgs/CompressedImage` (JPEG, PNG, ...) -> HxWx3 uint8 RGB."""
+    data = _buffer(msg.data)
+    if data.size == 0:
+        raise BadImage(f"empty CompressedImage (format {msg.format!r}); the publisher sent no bytes")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)  # always 3-channel BGR, 8 bit
+    if image is None:
+        raise BadImage(f"CompressedImage of {data.size} bytes (format {msg.format!r}) could not "
+                       f"be decoded; send JPEG or PNG")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def to_rgb(msg) -> np.ndarray:
+    """Either image message type -> RGB; CompressedImage is recognised by its `format`."""
+    return compressed_to_rgb(msg) if hasattr(msg, "format") else image_to_rgb(msg)
+
+
+@dataclass
+class MessageTypes:
+    """The message classes to build with: rclpy's generated ones or a rosbags typestore's.
+
+    ``buffer`` turns a contiguous numpy array into what the library wants in a uint8[]
+    field (rclpy: array.array, set without a per-byte loop; rosbags: a numpy array).
+    """
+
+    Image: Callable
+    RegionOfInterest: Callable
+    Segment: Callable
+    PanopticResult: Callable
+    VocabularyClass: Callable
+    Vocabulary: Callable
+    buffer: Callable[[np.ndarray], Any]
+
+
+def rclpy_buffer(data: np.ndarray) -> array.array:
+    out = array.array("B")
+    out.frombytes(np.ascontiguousarray(data).tobytes())
+    return out
+
+
+def numpy_buffer(data: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(data).view(np.uint8).ravel()
+
+
+def label_image(labels: np.ndarray, header, types: MessageTypes, wide: bool = False):
+    """Lossless label/id image: mono8 up to 255 (unless ``wide``), mono16 up to 65535,
+    else 32SC1 (the encodings ROS tools read; never JPEG)."""
+    labels = np.asarray(labels)
+    top = int(labels.max(initial=0))
+    if labels.min(initial=0) < 0:
+        raise ValueError("label images hold non-negative labels")
+    if top <= 255 and not wide:
+        encoding, data = "mono8", labels.astype(np.uint8)
+    elif top <= 65535:
+        encoding, data = "mono16", labels.astype("<u2")
+    else:
+        encoding, data = "32SC1", labels.astype("<i4")
+    height, width = data.shape
+    return types.Image(header=header, height=height, width=width, encoding=encoding,
+                       is_bigendian=0, step=width * data.itemsize, data=types.buffer(data))
+
+
+def rgb_image(image: np.ndarray, header, types: MessageTypes):
+    height, width = image.shape[:2]
+    return types.Image(header=header, height=height, width=width, encoding="rgb8",
+                       is_bigendian=0, step=width * 3, data=types.buffer(image))
+
+
+def label_array(msg) -> np.ndarray:
+    """Inverse of :func:`label_image` (for subscribers and tests)."""
+    dtypes = {"mono8": np.uint8, "8UC1": np.uint8, "mono16": np.uint16, "16UC1": np.uint16,
+              "32SC1": np.int32}
+    if msg.encoding not in dtypes:
+        raise BadImage(f"{msg.encoding!r} is not a label image encoding ({', '.join(dtypes)})")
+    dtype = np.dtype(dtypes[msg.encoding]).newbyteorder(">" if msg.is_bigendian else "<")
+    rows = _buffer(msg.data)[:msg.step * msg.height].reshape(msg.height, msg.step)
+    return rows[:, :msg.width * dtype.itemsize].copy().view(dtype).astype(np.int64)
+
+
+def panoptic_message(result: PanopticResult, header, types: MessageTypes):
+    """PanopticResult -> our PanopticResult message; the header is the input image's."""
+    segments = [types.Segment(
+        id=int(s.id), class_index=int(s.class_index), class_name=s.class_name,
+        score=float(s.score), is_thing=bool(s.is_thing), area=int(s.area),
+        bbox=types.RegionOfInterest(x_offset=int(s.bbox[0]), y_offset=int(s.bbox[1]),
+                                    width=int(s.bbox[2]), height=int(s.bbox[3]),
+                                    do_rectify=False))
+        for s in result.segments]
+    # Always at least mono16, as the message documents, so readers need one code path.
+    id_image = label_image(result.segment_map, header, types, wide=True)
+    return types.PanopticResult(header=header, id_image=id_image, segments=segments,
+                                class_names=list(result.class_names),
+                                vocabulary_version=int(result.vocabulary_version or 0))
+
+
+def vocabulary_message(vocabulary: Vocabulary, version: int, header, types: MessageTypes):
+    classes = [types.VocabularyClass(name=c.name, synonyms=list(c.synonyms[1:]), is_thing=c.is_thing)
+               for c in vocabulary.classes]
+    return types.Vocabulary(header=header, classes=classes, version=int(version))
+
+
+def vocabulary_from_classes(classes) -> Vocabulary:
+    """A sequence of VocabularyClass messages -> Vocabulary (same checks as the text form)."""
+    return Vocabulary(tuple(VocabClass(c.name, tuple(c.synonyms), bool(c.is_thing)) for c in classes))
+
+
+def vocabulary_from_request(text: str, classes) -> Vocabulary:
+    """The service/topic request: text in the user format, or class messages; not both."""
+    if text.strip() and len(classes):
+        raise ValueError("give either text or classes, not both")
+    if len(classes):
+        return vocabulary_from_classes(classes)
+    return Vocabulary.parse(text)
+
+
+def header_stamp_ns(header) -> Optional[int]:
+    stamp = header.stamp
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)

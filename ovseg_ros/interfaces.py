@@ -1,0 +1,57 @@
+"""Our interface definitions (msg/, srv/) for tools that run without a ROS 2 installation.
+
+The rosbag tool reads and writes our messages through the `rosbags` library, which
+builds message types from the .msg text; this module finds those files (in the source
+tree, a pip prefix or a colcon install) and registers them. No rclpy import.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List
+
+from .convert import MessageTypes, numpy_buffer
+
+PACKAGE = "ovseg"
+MESSAGES = ("VocabularyClass", "Segment", "PanopticResult", "Vocabulary", "CameraStatus", "Status")
+
+
+def interface_dir() -> Path:
+    """The folder holding msg/: the repository, <prefix>/share/ovseg, or an ament prefix."""
+    candidates: List[Path] = [Path(__file__).resolve().parent.parent,
+                              Path(sys.prefix) / "share" / PACKAGE]
+    candidates += [Path(p) / "share" / PACKAGE
+                   for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    for c in candidates:
+        if (c / "msg" / "PanopticResult.msg").is_file():
+            return c
+    raise FileNotFoundError(
+        f"cannot find the ovseg message definitions (msg/PanopticResult.msg) in "
+        f"{', '.join(map(str, candidates))}; run from the repository, or install it with "
+        f"`pip install .` or colcon")
+
+
+def rosbags_typestore(store: str = "ROS2_KILTED"):
+    """A rosbags typestore with the standard ROS 2 types plus ours."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    typestore = get_typestore(getattr(Stores, store))
+    root = interface_dir() / "msg"
+    types = {}
+    for name in MESSAGES:
+        types.update(get_types_from_msg((root / f"{name}.msg").read_text(), f"{PACKAGE}/msg/{name}"))
+    typestore.register(types)
+    return typestore
+
+
+def rosbags_types(typestore) -> MessageTypes:
+    t = typestore.types
+    return MessageTypes(
+        Image=t["sensor_msgs/msg/Image"], RegionOfInterest=t["sensor_msgs/msg/RegionOfInterest"],
+        Segment=t[f"{PACKAGE}/msg/Segment"], PanopticResult=t[f"{PACKAGE}/msg/PanopticResult"],
+        VocabularyClass=t[f"{PACKAGE}/msg/VocabularyClass"], Vocabulary=t[f"{PACKAGE}/msg/Vocabulary"],
+        buffer=numpy_buffer)
+
+
+__all__ = ["interface_dir", "rosbags_typestore", "rosbags_types"]

@@ -1,0 +1,439 @@
+"""The segmentation node: ROS messages in, `ovseg_core.Segmenter` in the middle, ROS
+messages out. All computation is in ovseg_core; this file only moves data and keeps
+counts.
+
+Threads: the executor runs subscriptions, the service and timers; each image callback
+only stores the message in its camera's one-frame slot (a newer frame replaces an
+unprocessed one and counts as dropped). One worker thread takes every waiting slot,
+decodes, segments them in one batched forward and publishes.
+"""
+from __future__ import annotations
+
+import collections
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Deque, Dict, List, Optional
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+from std_msgs.msg import Header, String
+
+from ovseg.msg import CameraStatus, PanopticResult, Segment, Status, Vocabulary, VocabularyClass
+from ovseg.srv import SetVocabulary
+from ovseg_core.visualize import overlay
+from ovseg_core.vocabulary import Vocabulary as CoreVocabulary
+
+from .convert import (BadImage, MessageTypes, label_image, panoptic_message, rclpy_buffer,
+                      rgb_image, to_rgb, vocabulary_from_request, vocabulary_message)
+
+TYPES = MessageTypes(Image=Image, RegionOfInterest=RegionOfInterest, Segment=Segment,
+                     PanopticResult=PanopticResult, VocabularyClass=VocabularyClass,
+                     Vocabulary=Vocabulary, buffer=rclpy_buffer)
+
+# name -> (default, description). Every knob is a parameter; config/ovseg_node.yaml
+# documents the same set (a test keeps the two in step).
+PARAMETERS = {
+    "preset": ("tiny", "model preset (config/presets/NAME.yaml or a path to a YAML file)"),
+    "weights": ("", "our trained delta (.safetensors) on top of the preset; empty: the preset's"),
+    "device": ("auto", "auto (cuda if present), cpu, cuda, cuda:N"),
+    "precision": ("auto", "auto (bf16/fp16 autocast on cuda, fp32 on cpu), fp32, bf16, fp16"),
+    "seed": (0, "torch seed before building, so random-weight presets are reproducible"),
+    "input_size": (0, "model input side in pixels for both stages; 0: the preset's"),
+    "object_mask_threshold": (-1.0, "drop proposals below this class score; < 0: the preset's"),
+    "overlap_threshold": (-1.0, "drop segments keeping less of their mask; < 0: the preset's"),
+    "cameras": (["/camera/image_raw"],
+                "input topics; a topic ending in /compressed is a sensor_msgs/CompressedImage"),
+    "camera_names": ([""], "output names per camera (outputs go to ~/NAME/...); empty: from the topic"),
+    "input_qos": ("sensor_data", "sensor_data (best effort, depth 5), reliable or best_effort"),
+    "input_qos_depth": (1, "history depth of the camera subscriptions for reliable/best_effort"),
+    "max_batch": (4, "most frames (one per camera) segmented in one forward"),
+    "publish_panoptic": (True, "publish ~/NAME/panoptic (ovseg/PanopticResult)"),
+    "publish_semantic": (True, "publish ~/NAME/semantic (class index image, mono8/mono16)"),
+    "publish_overlay": (True, "publish ~/NAME/overlay (rgb8) while someone subscribes"),
+    "vocabulary": ("car; person, pedestrian; bicycle; road [stuff]; sidewalk [stuff]; "
+                   "building [stuff]; vegetation [stuff]; sky [stuff]",
+                   "initial vocabulary: ';' between classes, ',' between synonyms, [stuff] tag"),
+    "status_period": (1.0, "seconds between ~/status messages"),
+    "autostart": (True, "configure and activate at start (no lifecycle manager needed)"),
+}
+
+_RATE_WINDOW_S = 5.0
+_LATENCY_WINDOW = 200
+_IMAGE_SUFFIXES = {"image_raw", "image", "image_rect", "image_color", "image_rect_color", "compressed"}
+
+
+def camera_name(topic: str, index: int) -> str:
+    """"/front/image_raw" -> "front": output topics read like the camera's namespace."""
+    parts = [p for p in topic.strip("/").split("/") if p]
+    while parts and parts[-1] in _IMAGE_SUFFIXES:
+        parts.pop()
+    name = "/".join(parts)
+    return re.sub(r"[^A-Za-z0-9_/]", "_", name) if name else f"camera{index}"
+
+
+@dataclass
+class Camera:
+    """One input stream: its newest waiting frame, its publishers and its counters."""
+
+    name: str
+    topic: str
+    compressed: bool
+    pending: Optional[tuple] = None        # (msg, receive time)
+    received: int = 0
+    processed: int = 0
+    dropped: int = 0
+    errors: int = 0
+    last_error: str = ""
+    last_stamp_ns: int = -1
+    arrivals: Deque[float] = field(default_factory=collections.deque)
+    completions: Deque[float] = field(default_factory=collections.deque)
+    latencies_ms: Deque[float] = field(default_factory=lambda: collections.deque(maxlen=_LATENCY_WINDOW))
+    subscription: object = None
+    publishers: Dict[str, object] = field(default_factory=dict)
+
+    def rate(self, times: Deque[float], now: float) -> float:
+        while times and times[0] < now - _RATE_WINDOW_S:
+            times.popleft()
+        return len(times) / _RATE_WINDOW_S
+
+
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+class SegmentationNode(LifecycleNode):
+    def __init__(self, name: str = "ovseg", **kwargs):
+        super().__init__(name, **kwargs)
+        for key, (default, text) in PARAMETERS.items():
+            self.declare_parameter(key, default, ParameterDescriptor(description=text))
+        self.segmenter = None
+        self.cameras: List[Camera] = []
+        self._cond = threading.Condition()       # guards camera slots and counters
+        self._vocab_lock = threading.Lock()      # guards (vocabulary, version)
+        self._vocabulary: Optional[CoreVocabulary] = None
+        self._version = 0
+        self._worker: Optional[threading.Thread] = None
+        self._running = False
+        self._state = "unconfigured"
+        self._status_pub = None
+        self._status_timer = None
+        self._vocab_entities: list = []
+
+    # ---- parameters -------------------------------------------------------------
+    def param(self, key):
+        return self.get_parameter(key).value
+
+    def _overrides(self) -> dict:
+        out = {}
+        if self.param("input_size") > 0:
+            out["clip.input_size"] = out["proposals.input_size"] = int(self.param("input_size"))
+        for key in ("object_mask_threshold", "overlap_threshold"):
+            if self.param(key) >= 0:
+                out[f"inference.{key}"] = float(self.param(key))
+        if self.param("precision") != "auto":
+            out["precision"] = self.param("precision")
+        return out
+
+    def _input_qos(self) -> QoSProfile:
+        kind, depth = self.param("input_qos"), max(1, int(self.param("input_qos_depth")))
+        if kind == "sensor_data":
+            return qos_profile_sensor_data
+        policies = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}
+        if kind not in policies:
+            raise ValueError(f"input_qos {kind!r} is not one of sensor_data, reliable, best_effort")
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=policies[kind])
+
+    # ---- lifecycle --------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the model, set up the vocabulary and the outputs."""
+        try:
+            import torch
+
+            from ovseg_core.build import build_segmenter
+            torch.manual_seed(int(self.param("seed")))
+            weights = self.param("weights") or None
+            self.segmenter = build_segmenter(self.param("preset"), weights=weights,
+                                             device=self.param("device"), overrides=self._overrides())
+            self.cameras = self._make_cameras()
+        except Exception as e:  # a wrong preset/weights/device must not kill the process
+            self.get_logger().error(f"configure failed: {e}")
+            self.segmenter = None
+            return TransitionCallbackReturn.FAILURE
+        latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._vocab_pub = self.create_publisher(Vocabulary, "~/vocabulary", latched)
+        self._vocab_entities = [
+            self.create_subscription(String, "~/vocabulary_text", self._on_vocabulary_text, 10),
+            self.create_subscription(Vocabulary, "~/vocabulary_request", self._on_vocabulary_msg, 10),
+            self.create_service(SetVocabulary, "~/set_vocabulary", self._on_set_vocabulary),
+        ]
+        for cam in self.cameras:
+            if self.param("publish_panoptic"):
+                cam.publishers["panoptic"] = self.create_publisher(PanopticResult, f"~/{cam.name}/panoptic", 10)
+            if self.param("publish_semantic"):
+                cam.publishers["semantic"] = self.create_publisher(Image, f"~/{cam.name}/semantic", 10)
+            if self.param("publish_overlay"):
+                cam.publishers["overlay"] = self.create_publisher(Image, f"~/{cam.name}/overlay", 10)
+        self._status_pub = self.create_publisher(Status, "~/status", 10)
+        self._status_timer = self.create_timer(float(self.param("status_period")), self._publish_status)
+        ok, message = self.set_vocabulary(self.param("vocabulary"))
+        if not ok:
+            self.get_logger().error(f"initial vocabulary: {message}")
+            return TransitionCallbackReturn.FAILURE
+        self._state = "inactive"
+        self.get_logger().info(
+            f"configured: preset {self.segmenter.name} on {self.segmenter.device}, cameras "
+            + ", ".join(f"{c.topic} -> ~/{c.name}" for c in self.cameras))
+        return TransitionCallbackReturn.SUCCESS
+
+    def _make_cameras(self) -> List[Camera]:
+        topics = [t for t in self.param("cameras") if t]
+        if not topics:
+            raise ValueError("parameter 'cameras' is empty; list at least one image topic")
+        names = [n for n in self.param("camera_names") if n]
+        if names and len(names) != len(topics):
+            raise ValueError(f"camera_names has {len(names)} entries for {len(topics)} cameras; "
+                             f"give one per camera or leave it empty")
+        names = names or [camera_name(t, i) for i, t in enumerate(topics)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"camera names {names} collide; set camera_names explicitly")
+        return [Camera(n, t, t.rstrip("/").endswith("/compressed")) for n, t in zip(names, topics)]
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Move the model to its device and start taking frames."""
+        from ovseg_core.build import resolve_device
+        self.segmenter.to(resolve_device(self.param("device")))
+        qos = self._input_qos()
+        for cam in self.cameras:
+            msg_type = CompressedImage if cam.compressed else Image
+            cam.subscription = self.create_subscription(
+                msg_type, cam.topic, lambda msg, cam=cam: self._on_image(cam, msg), qos)
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name="ovseg-worker", daemon=True)
+        self._worker.start()
+        self._state = "active"
+        self.get_logger().info("active")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop taking frames and give the GPU memory back (weights stay in RAM)."""
+        self._stop_worker()
+        for cam in self.cameras:
+            if cam.subscription is not None:
+                self.destroy_subscription(cam.subscription)
+                cam.subscription = None
+            cam.pending = None
+        if self.segmenter is not None and self.segmenter.device.type == "cuda":
+            import torch
+            self.segmenter.to("cpu")
+            torch.cuda.empty_cache()
+        self._state = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self._state = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self):
+        for entity in self._vocab_entities:
+            (self.destroy_service if hasattr(entity, "srv_type") else self.destroy_subscription)(entity)
+        self._vocab_entities = []
+        if self._status_timer is not None:
+            self.destroy_timer(self._status_timer)
+            self._status_timer = None
+        for cam in self.cameras:
+            for pub in cam.publishers.values():
+                self.destroy_publisher(pub)
+        self.cameras = []
+        self.segmenter = None
+
+    def _stop_worker(self):
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join()
+            self._worker = None
+
+    # ---- vocabulary -------------------------------------------------------------
+    def set_vocabulary(self, vocabulary) -> tuple:
+        """Encode (once, into the segmenter's cache) then swap; frames in flight finish
+        with the old one, the next frame uses the new one. Returns (ok, message)."""
+        try:
+            vocab = CoreVocabulary.from_any(vocabulary)
+            self.segmenter.encode_vocabulary(vocab)
+        except (ValueError, TypeError) as e:
+            return False, f"vocabulary refused, keeping version {self._version}: {e}"
+        with self._vocab_lock:
+            self._version += 1
+            self._vocabulary, version = vocab, self._version
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self._vocab_pub.publish(vocabulary_message(vocab, version, header, TYPES))
+        message = f"vocabulary version {version}: {len(vocab)} classes ({vocab.to_text()[:200]})"
+        self.get_logger().info(message)
+        return True, message
+
+    def _on_vocabulary_text(self, msg: String):
+        ok, message = self.set_vocabulary(msg.data)
+        if not ok:
+            self.get_logger().error(message)
+
+    def _on_vocabulary_msg(self, msg: Vocabulary):
+        self._on_request("", msg.classes)
+
+    def _on_request(self, text: str, classes) -> tuple:
+        try:
+            vocab = vocabulary_from_request(text, classes)
+        except (ValueError, TypeError) as e:
+            message = f"vocabulary refused, keeping version {self._version}: {e}"
+            self.get_logger().error(message)
+            return False, message
+        ok, message = self.set_vocabulary(vocab)
+        if not ok:
+            self.get_logger().error(message)
+        return ok, message
+
+    def _on_set_vocabulary(self, request, response):
+        response.success, response.message = self._on_request(request.text, request.classes)
+        response.version = self._version
+        return response
+
+    # ---- frames -----------------------------------------------------------------
+    def _on_image(self, cam: Camera, msg):
+        now = time.monotonic()
+        with self._cond:
+            cam.received += 1
+            cam.arrivals.append(now)
+            if cam.pending is not None:
+                cam.dropped += 1
+            cam.pending = (msg, now)
+            self._cond.notify()
+
+    def _take(self) -> list:
+        """Waiting frames, oldest first, at most max_batch (the rest wait their turn)."""
+        with self._cond:
+            while self._running and not any(c.pending for c in self.cameras):
+                self._cond.wait(0.5)
+            if not self._running:
+                return []
+            waiting = sorted((c for c in self.cameras if c.pending), key=lambda c: c.pending[1])
+            batch = []
+            for cam in waiting[:max(1, int(self.param("max_batch")))]:
+                batch.append((cam, *cam.pending))
+                cam.pending = None
+            return batch
+
+    def _fail(self, cam: Camera, text: str):
+        with self._cond:
+            cam.errors += 1
+            cam.last_error = text
+        self.get_logger().warning(f"{cam.topic}: {text}", throttle_duration_sec=5.0)
+
+    def _work(self):
+        while self._running:
+            frames = []
+            for cam, msg, received in self._take():
+                stamp = _stamp_ns(msg.header)
+                if stamp < cam.last_stamp_ns:   # out of order: never publish older than before
+                    with self._cond:
+                        cam.dropped += 1
+                    continue
+                try:
+                    frames.append((cam, msg, received, to_rgb(msg)))
+                except BadImage as e:
+                    self._fail(cam, str(e))
+            if not frames:
+                continue
+            with self._vocab_lock:
+                vocab, version = self._vocabulary, self._version
+            try:
+                results = self.segmenter([f[3] for f in frames], vocab, vocabulary_version=version)
+            except Exception as e:  # e.g. CUDA out of memory on a huge frame: count, go on
+                for cam, *_ in frames:
+                    self._fail(cam, f"segmentation failed: {type(e).__name__}: {e}")
+                continue
+            for (cam, msg, received, image), result in zip(frames, results):
+                self._publish(cam, msg.header, image, result)
+                done = time.monotonic()
+                with self._cond:
+                    cam.processed += 1
+                    cam.last_stamp_ns = _stamp_ns(msg.header)
+                    cam.completions.append(done)
+                    cam.latencies_ms.append((done - received) * 1000.0)
+
+    def _publish(self, cam: Camera, header, image: np.ndarray, result):
+        pubs = cam.publishers
+        if "panoptic" in pubs:
+            pubs["panoptic"].publish(panoptic_message(result, header, TYPES))
+        if "semantic" in pubs:
+            pubs["semantic"].publish(label_image(result.semantic_map, header, TYPES))
+        if "overlay" in pubs and pubs["overlay"].get_subscription_count() > 0:
+            pubs["overlay"].publish(rgb_image(overlay(image, result), header, TYPES))
+
+    # ---- status -----------------------------------------------------------------
+    def _publish_status(self):
+        now = time.monotonic()
+        cams = []
+        with self._cond:
+            for cam in self.cameras:
+                lat = np.percentile(cam.latencies_ms, [50, 90, 99]) if cam.latencies_ms else [0.0] * 3
+                cams.append(CameraStatus(
+                    camera=cam.topic, input_hz=cam.rate(cam.arrivals, now),
+                    processed_hz=cam.rate(cam.completions, now), received=cam.received,
+                    processed=cam.processed, dropped=cam.dropped, errors=cam.errors,
+                    latency_p50_ms=float(lat[0]), latency_p90_ms=float(lat[1]),
+                    latency_p99_ms=float(lat[2]), last_error=cam.last_error))
+        vocab = self._vocabulary
+        self._status_pub.publish(Status(
+            header=Header(stamp=self.get_clock().now().to_msg()), state=self._state,
+            vocabulary_version=self._version, vocabulary_size=len(vocab) if vocab else 0,
+            cameras=cams))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """`ovseg-node [--params-file FILE] [--ros-args ...]`: the node without ros2 launch."""
+    argv = list(sys.argv if argv is None else argv)
+    if "--params-file" in argv and "--ros-args" not in argv[:argv.index("--params-file")]:
+        i = argv.index("--params-file")     # our flag -> ROS's, so either spelling works
+        argv[i:i + 2] = ["--ros-args", "--params-file", argv[i + 1]]
+    rclpy.init(args=argv)
+    node = SegmentationNode()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        if node.param("autostart"):
+            node.trigger_configure()
+            if node._state == "inactive":
+                node.trigger_activate()
+            else:
+                node.get_logger().error("not activated: configure failed (see above); fix the "
+                                        "parameters and restart, or configure it again")
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node._stop_worker()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""The node in its own process, driven over real ROS 2 topics (tiny preset, CPU)."""
+import os
+import time
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from ros_harness import REPO, NodeProcess, Probe, isolated_env, require_ros
+
+require_ros()
+
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from std_msgs.msg import Header, String  # noqa: E402
+
+from ovseg.msg import PanopticResult, Status, Vocabulary, VocabularyClass  # noqa: E402
+from ovseg.srv import SetVocabulary  # noqa: E402
+from ovseg_ros.convert import label_array  # noqa: E402
+
+CAMERAS = ["/cam_a/image_raw", "/cam_b/image_raw", "/cam_c/image_raw/compressed"]
+RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+@pytest.fixture(scope="module")
+def ros(tmp_path_factory):
+    """One node serving three cameras, and a probe wired to all its topics."""
+    os.environ.update(isolated_env())
+    node = NodeProcess(tmp_path_factory.mktemp("node"), preset="tiny", device="cpu",
+                       cameras=CAMERAS, input_qos="reliable", input_qos_depth=100,
+                       vocabulary="car; road [stuff]", status_period=0.2, input_size=64)
+    probe = Probe()
+    probe.pubs = {t: probe.node.create_publisher(CompressedImage if t.endswith("compressed") else Image,
+                                                 t, RELIABLE) for t in CAMERAS}
+    for name in ("cam_a", "cam_b", "cam_c"):
+        probe.subscribe(PanopticResult, f"/ovseg/{name}/panoptic", RELIABLE)
+        probe.subscribe(Image, f"/ovseg/{name}/semantic", RELIABLE)
+    probe.subscribe(Status, "/ovseg/status")
+    probe.vocab_text = probe.node.create_publisher(String, "/ovseg/vocabulary_text", 10)
+    probe.wait_for(lambda: any(m.state == "active" for m in probe.messages("/ovseg/status")),
+                   timeout=120, what="the node to become active", node=node)
+    yield probe, node
+    probe.close()
+    node.stop()
+
+
+def image_msg(stamp_ns: int, height=48, width=64, encoding="rgb8", frame="cam", data=None, step=None):
+    rng = np.random.default_rng(stamp_ns % 1000)
+    pixels = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    msg = Image(height=height, width=width, encoding=encoding, is_bigendian=0,
+                step=width * 3 if step is None else step)
+    msg.header = Header(frame_id=frame)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    msg.data = pixels.tobytes() if data is None else data
+    return msg
+
+
+def jpeg_msg(stamp_ns: int, height=40, width=56, frame="cam_c"):
+    pixels = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    msg = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", pixels)[1].tobytes())
+    msg.header = Header(frame_id=frame)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    return msg
+
+
+def stamp_ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def find(probe, topic, stamp):
+    return [m for m in probe.messages(topic) if stamp_ns(m.header) == stamp]
+
+
+def camera_status(probe, topic):
+    statuses = probe.messages("/ovseg/status")
+    return next(c for c in statuses[-1].cameras if c.camera == topic) if statuses else None
+
+
+def test_each_camera_gets_results_with_its_header_and_size(ros):
+    probe, node = ros
+    inputs = {CAMERAS[0]: image_msg(1_000_000_001, 48, 64, frame="cam_a"),
+              CAMERAS[1]: image_msg(1_000_000_002, 30, 50, "bgr8", frame="cam_b"),
+              CAMERAS[2]: jpeg_msg(1_000_000_003)}
+    for topic, msg in inputs.items():
+        probe.pubs[topic].publish(msg)
+    for topic, name in zip(CAMERAS, ("cam_a", "cam_b", "cam_c")):
+        sent = inputs[topic]
+        out = f"/ovseg/{name}/panoptic"
+        probe.wait_for(lambda: find(probe, out, stamp_ns(sent.header)), what=out, node=node)
+        result = find(probe, out, stamp_ns(sent.header))[0]
+        assert result.header.frame_id == sent.header.frame_id
+        height, width = (40, 56) if topic.endswith("compressed") else (sent.height, sent.width)
+        assert (result.id_image.height, result.id_image.width) == (height, width)
+        assert result.id_image.encoding == "mono16"
+        ids = label_array(result.id_image)
+        assert set(np.unique(ids)) - {0} == {s.id for s in result.segments}
+        for s in result.segments:   # areas and boxes describe the id image
+            ys, xs = np.nonzero(ids == s.id)
+            assert s.area == len(ys)
+            assert (s.bbox.x_offset, s.bbox.y_offset) == (xs.min(), ys.min())
+            assert s.class_name == result.class_names[s.class_index]
+        assert list(result.class_names) == ["car", "road"]
+        semantic = f"/ovseg/{name}/semantic"
+        probe.wait_for(lambda: find(probe, semantic, stamp_ns(sent.header)), what=semantic, node=node)
+        sem = find(probe, semantic, stamp_ns(sent.header))[0]
+        assert sem.encoding == "mono8" and (sem.height, sem.width) == (height, width)
+        assert label_array(sem).max() < 2
+
+
+def test_vocabulary_change_applies_to_next_frame_and_late_joiners_see_it(ros):
+    probe, node = ros
+    before = probe.messages("/ovseg/status")[-1].vocabulary_version
+    probe.vocab_text.publish(String(data="red circle; blue square; grass [stuff]"))
+    late = []
+    sub = probe.node.create_subscription(Vocabulary, "/ovseg/vocabulary", late.append, LATCHED)
+    probe.wait_for(lambda: late and late[-1].version == before + 1, what="the latched vocabulary", node=node)
+    assert [c.name for c in late[-1].classes] == ["red circle", "blue square", "grass"]
+    assert [c.is_thing for c in late[-1].classes] == [True, True, False]
+    msg = image_msg(2_000_000_000, frame="cam_a")
+    probe.pubs[CAMERAS[0]].publish(msg)
+    out = "/ovseg/cam_a/panoptic"
+    probe.wait_for(lambda: find(probe, out, stamp_ns(msg.header)), what="a result", node=node)
+    result = find(probe, out, stamp_ns(msg.header))[0]
+    assert result.vocabulary_version == before + 1
+    assert list(result.class_names) == ["red circle", "blue square", "grass"]
+    probe.node.destroy_subscription(sub)
+
+    # The service takes class messages (with synonyms) and refuses bad requests.
+    client = probe.node.create_client(SetVocabulary, "/ovseg/set_vocabulary")
+    assert client.wait_for_service(timeout_sec=20)
+
+    def call(**kwargs):
+        future = client.call_async(SetVocabulary.Request(**kwargs))
+        probe.wait_for(future.done, what="the service reply", node=node)
+        return future.result()
+    reply = call(classes=[VocabularyClass(name="person", synonyms=["child"], is_thing=True),
+                          VocabularyClass(name="road", synonyms=[], is_thing=False)])
+    assert reply.success and reply.version == before + 2, reply.message
+    bad = call(text="car; car")
+    assert not bad.success and "duplicate" in bad.message and bad.version == before + 2
+    empty = call(text=" ; ")
+    assert not empty.success and "empty" in empty.message
+    both = call(text="car", classes=[VocabularyClass(name="bus")])
+    assert not both.success and "not both" in both.message
+    huge = call(text="; ".join(f"class {i}" for i in range(5000)))
+    assert not huge.success and "MAX_CLASSES" in huge.message
+    assert node.alive()
+
+
+def test_burst_is_dropped_not_queued_and_outputs_never_go_back_in_time(ros):
+    probe, node = ros
+    topic, out = CAMERAS[1], "/ovseg/cam_b/panoptic"
+    start = camera_status(probe, topic)
+    first = 3_000_000_000
+    for i in range(50):
+        probe.pubs[topic].publish(image_msg(first + i, 40, 40, frame="cam_b"))
+    probe.wait_for(lambda: (lambda c: c.received - start.received == 50
+                            and c.processed + c.dropped + c.errors
+                            - (start.processed + start.dropped + start.errors) == 50)(
+        camera_status(probe, topic)), what="the burst to be accounted for", node=node)
+    time.sleep(0.5)   # let the last results arrive
+    status = camera_status(probe, topic)
+    stamps = [stamp_ns(m.header) for m in probe.messages(out) if stamp_ns(m.header) >= first]
+    processed = status.processed - start.processed
+    assert len(stamps) == processed          # one output per processed frame, no duplicates
+    assert stamps == sorted(set(stamps))     # never older than one already published
+    assert status.dropped - start.dropped == 50 - processed > 0
+    assert stamps[-1] == first + 49          # the newest frame is always processed
+
+
+def test_malformed_messages_are_counted_and_the_node_keeps_running(ros):
+    probe, node = ros
+    topic = CAMERAS[0]
+    start = camera_status(probe, topic).errors
+    bad = [image_msg(4_000_000_001, step=10),                        # step < row size
+           image_msg(4_000_000_002, encoding="weird42"),             # unknown encoding
+           image_msg(4_000_000_003, height=0, width=0, data=b""),    # empty
+           image_msg(4_000_000_004, data=b"\x00" * 100)]             # too short for its size
+    for msg in bad:
+        probe.pubs[topic].publish(msg)
+        time.sleep(0.3)   # one at a time, so none is replaced (dropped) by the next
+    broken = jpeg_msg(4_000_000_005)
+    broken.data = b"not a jpeg at all"
+    probe.pubs[CAMERAS[2]].publish(broken)
+    probe.wait_for(lambda: camera_status(probe, topic).errors - start == len(bad),
+                   what="the bad images to be counted", node=node)
+    probe.wait_for(lambda: camera_status(probe, CAMERAS[2]).errors >= 1, node=node,
+                   what="the bad JPEG to be counted")
+    assert "needs" in camera_status(probe, topic).last_error   # the last one: too few bytes
+    good = image_msg(4_000_000_010, frame="cam_a")
+    probe.pubs[topic].publish(good)
+    probe.wait_for(lambda: find(probe, "/ovseg/cam_a/panoptic", stamp_ns(good.header)),
+                   what="a result after the bad messages", node=node)
+    assert node.alive()
+    assert "Traceback" not in node.output()
+
+
+def test_parameter_file_documents_every_parameter():
+    from ovseg_ros.node import PARAMETERS
+    params = yaml.safe_load((REPO / "config" / "ovseg_node.yaml").read_text())["/**"]["ros__parameters"]
+    assert set(params) == set(PARAMETERS)
+    for key, value in params.items():   # same types as declared, so the file loads
+        assert type(value) is type(PARAMETERS[key][0]), key
