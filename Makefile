@@ -1,12 +1,18 @@
-# Everything from a fresh machine: `make test` and `make demo` create the venv themselves.
+# Everything from a fresh machine: `make test` and `make demo` create the venv, install
+# the ROS 2 wheels and build our interfaces themselves.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # The torch pair verified on these machines (ENVIRONMENT.md): the CUDA build, also runs on CPU.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.ovseg-installed
+ROS_STAMP := install/ovseg/share/ovseg/package.xml
+INTERFACES := $(wildcard msg/*.msg srv/*.srv) package.xml CMakeLists.txt
+# Our interfaces and the ROS 2 wheels on the paths (see tools/ros_env.sh).
+ROS_ENV := source tools/ros_env.sh $(VENV) &&
 
-.PHONY: venv test demo bench clean
+.PHONY: venv ros test demo demo-image bench clean
 
 venv: $(STAMP)
 
@@ -14,20 +20,33 @@ $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PINS)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,ros]'
 	touch $(STAMP)
 
-test: $(STAMP)
-	$(PY) -m pytest -q test
+# colcon build of msg/ and srv/ against the wheels (about 20 s).
+ros: $(ROS_STAMP)
 
-demo: $(STAMP)
+$(ROS_STAMP): $(STAMP) $(INTERFACES) tools/build_ros.sh tools/fix_ros_wheels.py
+	mkdir -p build && tools/build_ros.sh $(VENV) > build/ros-build.log 2>&1 || { tail -40 build/ros-build.log; exit 1; }
+	touch $(ROS_STAMP)
+
+test: $(STAMP) $(ROS_STAMP)
+	$(ROS_ENV) OVSEG_REQUIRE_ROS=1 $(PY) -m pytest -q test
+
+# The node on a camera stream played through real ROS topics, with a vocabulary change
+# half-way; writes overlays, a recording of the outputs and a latency summary.
+demo: $(STAMP) $(ROS_STAMP)
+	$(ROS_ENV) $(PY) -m ovseg_ros.demo --out out/demo --preset tiny --overlap-threshold 0.0
+
+# The library alone on one image (no ROS).
+demo-image: $(STAMP)
 	$(VENV)/bin/ovseg segment assets/street.png --preset tiny \
 	    --vocab "car; road [stuff]; person,pedestrian; building [stuff]; sky [stuff]; tree" \
-	    --out out/demo --overlap-threshold 0.0
-	@echo "demo outputs in out/demo (tiny preset has random weights: its labels are not meaningful)"
+	    --out out/demo-image --overlap-threshold 0.0
 
-bench: $(STAMP)
+bench: $(STAMP) $(ROS_STAMP)
 	$(PY) bench/classifier.py
+	$(ROS_ENV) $(PY) bench/node_overhead.py
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out build install

