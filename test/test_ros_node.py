@@ -205,3 +205,46 @@ def test_parameter_file_documents_every_parameter():
     assert set(params) == set(PARAMETERS)
     for key, value in params.items():   # same types as declared, so the file loads
         assert type(value) is type(PARAMETERS[key][0]), key
+
+
+def test_lifecycle_deactivate_stops_processing_and_activate_resumes(ros):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+    probe, node = ros
+    client = probe.node.create_client(ChangeState, "/ovseg/change_state")
+    assert client.wait_for_service(timeout_sec=20)
+
+    def change(transition_id):
+        future = client.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+        probe.wait_for(future.done, what="the lifecycle transition", node=node)
+        assert future.result().success
+
+    out = "/ovseg/cam_a/panoptic"
+    change(Transition.TRANSITION_DEACTIVATE)
+    probe.wait_for(lambda: probe.messages("/ovseg/status")[-1].state == "inactive", node=node,
+                   what="status to report inactive")
+    ignored = image_msg(5_000_000_001, frame="cam_a")
+    probe.pubs[CAMERAS[0]].publish(ignored)
+    time.sleep(2.0)
+    assert not find(probe, out, stamp_ns(ignored.header))   # inactive: no subscription, no result
+    change(Transition.TRANSITION_ACTIVATE)
+    probe.wait_for(lambda: probe.messages("/ovseg/status")[-1].state == "active", node=node,
+                   what="status to report active")
+    time.sleep(0.5)   # the new subscription must be matched before we publish
+    resumed = image_msg(5_000_000_002, frame="cam_a")
+    probe.pubs[CAMERAS[0]].publish(resumed)
+    probe.wait_for(lambda: find(probe, out, stamp_ns(resumed.header)), node=node,
+                   what="a result after re-activation")
+
+
+def test_a_wrong_preset_is_reported_and_the_process_stays_up(tmp_path):
+    os.environ.update(isolated_env())
+    node = NodeProcess(tmp_path, preset="no_such_preset", device="cpu")
+    try:
+        end = time.monotonic() + 60
+        while "configure failed" not in node.output() and time.monotonic() < end and node.alive():
+            time.sleep(0.2)
+        assert "configure failed" in node.output() and "no_such_preset" in node.output(), node.output()
+        assert node.alive()   # still there, so an operator can fix and configure it again
+    finally:
+        node.stop()
