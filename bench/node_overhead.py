@@ -1,0 +1,143 @@
+"""What the ROS node adds on top of the segmentation it runs, measured in one run.
+
+  (a) latency: publish an image -> receive its PanopticResult, against the same
+      `segmenter([image], vocabulary)` called directly in this process, for the tiny and
+      the ViT-B/16 (vitb16_swint, random weights) presets;
+      target: overhead <= max(10 %, 15 ms)
+  (b) two cameras: throughput (result pairs per second) with both frames segmented in one
+      batched forward (max_batch 2) / one after the other (max_batch 1); reported.
+
+The node runs in its own process (Fast DDS on loopback), as on a robot; frames are
+640x480 rgb8 published one at a time (each waits for its result), so no frame is dropped
+and nothing queues. Times are medians over N frames after warm-up. Both sides share the
+machine's cores; the direct call runs while the node is idle.
+
+    source tools/ros_env.sh && python bench/node_overhead.py [--frames N] [--presets tiny,vitb16]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+VOCAB = "car; person, pedestrian; bicycle; road [stuff]; building [stuff]; sky [stuff]"
+HEIGHT, WIDTH = 480, 640
+
+
+def preset_file(name: str, tmp: Path) -> str:
+    """Presets with random weights (nothing can be downloaded here); ViT-B/16 at 448 px."""
+    if name == "tiny":
+        return "tiny"
+    from ovseg_core.config import PRESET_DIR
+    data = yaml.safe_load((PRESET_DIR / "vitb16_swint.yaml").read_text())
+    data["clip"].update(pretrained=None, input_size=448)
+    data["proposals"].update(pretrained=None, input_size=384)
+    data["name"] = "vitb16_swint_random"
+    path = tmp / "vitb16_swint_random.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def frames(n: int):
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def direct_latency(preset: str, images) -> float:
+    import torch
+
+    from ovseg_core.build import build_segmenter
+    torch.manual_seed(0)
+    segmenter = build_segmenter(preset, device="cpu")
+    segmenter.encode_vocabulary(VOCAB)
+    segmenter([images[0]], VOCAB)      # warm-up
+    times = []
+    for image in images:
+        start = time.perf_counter()
+        segmenter([image], VOCAB)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def node_latencies(preset: str, images, tmp: Path, cameras: int = 1, max_batch: int = 4):
+    """Median publish->result time for one camera, or pair throughput for two."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from ovseg.msg import PanopticResult, Status
+    from ovseg_ros.harness import NodeProcess, Probe, isolated_env
+    os.environ.update(isolated_env())
+    topics = [f"/cam{i}/image_raw" for i in range(cameras)]
+    run_dir = Path(tempfile.mkdtemp(dir=tmp))
+    node = NodeProcess(run_dir, preset=preset, device="cpu", cameras=topics, vocabulary=VOCAB,
+                       input_qos="reliable", input_qos_depth=5, max_batch=max_batch,
+                       publish_overlay=False, publish_semantic=False, status_period=0.5)
+    probe = Probe("bench")
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    pubs = [probe.node.create_publisher(Image, t, qos) for t in topics]
+    outs = [f"/ovseg/cam{i}/panoptic" for i in range(cameras)]
+    for o in outs:
+        probe.subscribe(PanopticResult, o, qos)
+    probe.subscribe(Status, "/ovseg/status")
+    try:
+        probe.wait_for(lambda: any(m.state == "active" for m in probe.messages("/ovseg/status")),
+                       timeout=600, what="the node", node=node)
+        time.sleep(1.0)   # let discovery settle
+        times = []
+        for i, image in enumerate([images[0]] + list(images)):   # the first is the warm-up
+            msg = Image(height=HEIGHT, width=WIDTH, encoding="rgb8", step=WIDTH * 3,
+                        data=image.tobytes(), header=Header(frame_id="cam"))
+            msg.header.stamp.sec = i + 1
+            start = time.perf_counter()
+            for pub in pubs:
+                pub.publish(msg)
+            probe.wait_for(lambda: all(any(m.header.stamp.sec == i + 1 for m in probe.messages(o))
+                                       for o in outs), timeout=600, what="a result", node=node)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times[1:])
+    finally:
+        probe.close()
+        node.stop()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", type=int, default=10)
+    p.add_argument("--presets", default="tiny,vitb16")
+    args = p.parse_args()
+    images = frames(args.frames)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name in args.presets.split(","):
+            preset = preset_file(name, tmp)
+            direct = direct_latency(preset, images)
+            node = node_latencies(preset, images, tmp)
+            over = node - direct
+            limit = max(0.10 * direct, 0.015)
+            rows.append(f"(a) {name:7s} direct {direct * 1000:8.1f} ms  node {node * 1000:8.1f} ms  "
+                        f"overhead {over * 1000:+7.1f} ms ({over / direct:+.1%})  limit {limit * 1000:.1f} ms  "
+                        f"{'PASS' if over <= limit else 'MISS'}")
+            print(rows[-1], flush=True)
+        preset = preset_file(args.presets.split(",")[0], tmp)
+        one_by_one = node_latencies(preset, images, tmp, cameras=2, max_batch=1)
+        batched = node_latencies(preset, images, tmp, cameras=2, max_batch=2)
+        rows.append(f"(b) two cameras, {args.presets.split(',')[0]}: pair every {batched * 1000:.1f} ms batched, "
+                    f"{one_by_one * 1000:.1f} ms one after the other: throughput ratio "
+                    f"{one_by_one / batched:.2f}")
+        print(rows[-1], flush=True)
+    print("\n".join(["", "summary:"] + rows))
+
+
+if __name__ == "__main__":
+    main()
