@@ -248,3 +248,62 @@ def test_a_wrong_preset_is_reported_and_the_process_stays_up(tmp_path):
         assert node.alive()   # still there, so an operator can fix and configure it again
     finally:
         node.stop()
+
+
+@pytest.fixture
+def local_node():
+    """The node class in this process (own context), configured, not yet active."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from ovseg_ros.node import SegmentationNode
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = SegmentationNode(context=context, parameter_overrides=[
+        Parameter("device", value="cpu"), Parameter("input_size", value=64),
+        Parameter("cameras", value=["/a/image_raw", "/b/image_raw"]),
+        Parameter("vocabulary", value="car; road [stuff]")])
+    node.trigger_configure()
+    yield node
+    node._stop_worker()
+    node.destroy_node()
+    context.try_shutdown()
+
+
+def test_waiting_cameras_share_one_forward_and_text_is_encoded_once_per_vocabulary(local_node):
+    node = local_node
+    calls, encodes = [], []
+    segment, encode = node.segmenter.__call__, node.segmenter.text_encoder._encode
+    node.segmenter = _Spy(node.segmenter, lambda images, *a, **k: (calls.append(len(images)),
+                                                                   segment(images, *a, **k))[1])
+    node.segmenter.text_encoder._encode = lambda *a: (encodes.append(1), encode(*a))[1]
+    for cam in node.cameras:               # both frames wait before the worker starts
+        node._on_image(cam, image_msg(6_000_000_000, frame=cam.name))
+    node.trigger_activate()
+    end = time.monotonic() + 60
+    while sum(c.processed for c in node.cameras) < 2 and time.monotonic() < end:
+        time.sleep(0.05)
+    assert calls == [2]                    # one batched forward for the two cameras
+    assert encodes == []                   # the vocabulary was encoded at configure time
+    ok, _ = node.set_vocabulary("bus; grass [stuff]")
+    assert ok and encodes == [1]
+    for i in range(3):
+        node._on_image(node.cameras[0], image_msg(7_000_000_000 + i, frame="a"))
+        end = time.monotonic() + 60
+        while node.cameras[0].processed < 2 + i and time.monotonic() < end:
+            time.sleep(0.05)
+    assert encodes == [1]                  # frames never re-encode the text
+    assert node.cameras[0].processed == 4
+
+
+class _Spy:
+    """Wraps the segmenter so a test can watch calls; everything else passes through."""
+
+    def __init__(self, inner, call):
+        self._inner, self._call = inner, call
+
+    def __call__(self, *args, **kwargs):
+        return self._call(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
