@@ -142,12 +142,21 @@ def test_vocabulary_change_applies_to_next_frame_and_late_joiners_see_it(ros):
     assert reply.success and reply.version == before + 2, reply.message
     bad = call(text="car; car")
     assert not bad.success and "duplicate" in bad.message and bad.version == before + 2
+
+    # Our Vocabulary message on ~/vocabulary_request works like the service.
+    request = probe.node.create_publisher(Vocabulary, "/ovseg/vocabulary_request", 10)
+    watch = probe.node.create_subscription(Vocabulary, "/ovseg/vocabulary", late.append, LATCHED)
+    time.sleep(0.5)
+    request.publish(Vocabulary(classes=[VocabularyClass(name="tree"), VocabularyClass(name="sky", is_thing=False)]))
+    probe.wait_for(lambda: late[-1].version == before + 3, what="the requested vocabulary", node=node)
+    assert [(c.name, c.is_thing) for c in late[-1].classes] == [("tree", True), ("sky", False)]
+    probe.node.destroy_subscription(watch)
     empty = call(text=" ; ")
     assert not empty.success and "empty" in empty.message
     both = call(text="car", classes=[VocabularyClass(name="bus")])
     assert not both.success and "not both" in both.message
     huge = call(text="; ".join(f"class {i}" for i in range(5000)))
-    assert not huge.success and "MAX_CLASSES" in huge.message
+    assert not huge.success and "MAX_CLASSES" in huge.message and huge.version == before + 3
     assert node.alive()
 
 
