@@ -9,6 +9,7 @@ setup(
     description="Open-vocabulary panoptic segmentation (SMART/FISA, Mask-Adapter) for robots",
     # ovseg_ros imports rclpy only in node.py; convert/interfaces/bag run without ROS 2.
     packages=find_packages(include=["ovseg_core", "ovseg_core.*", "ovseg_ros", "ovseg_ros.*"]),
+    package_data={"ovseg_core.datasets": ["metadata/*.json"]},
     python_requires=">=3.10",
     install_requires=[
         # torch/torchvision: install the pair first (see the Makefile); not pinned here so
@@ -42,7 +43,8 @@ setup(
         ],
     },
     entry_points={"console_scripts": ["ovseg=ovseg_core.cli:main",
-                                      "ovseg-node=ovseg_ros.node:main"]},
+                                      "ovseg-node=ovseg_ros.node:main",
+                                      "ovseg-pq=ovseg_core.evaluation.panoptic:main"]},
     # Presets and model configs live in the repository's config/; a regular install copies
     # them to <prefix>/share/ovseg/config, where ovseg_core.config looks second.
     data_files=[("share/ovseg/config/presets", glob("config/presets/*.yaml")),
