@@ -72,6 +72,9 @@ def image_to_rgb(msg) -> np.ndarray:
     if height * width > MAX_PIXELS:
         raise BadImage(f"image of {width}x{height} exceeds {MAX_PIXELS} pixels; "
                        f"the header is probably corrupt")
+    if channels == 2 and width % 2:
+        raise BadImage(f"{encoding} packs two pixels in four bytes, so its width must be even; "
+                       f"got {width}")
     row = width * channels * np.dtype(dtype).itemsize
     if step < row:
         raise BadImage(f"step {step} is smaller than a {encoding} row of width {width} "

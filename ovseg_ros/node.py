@@ -358,6 +358,9 @@ class SegmentationNode(LifecycleNode):
                     frames.append((cam, msg, received, to_rgb(msg)))
                 except BadImage as e:
                     self._fail(cam, str(e))
+                except Exception as e:  # OpenCV on odd input (e.g. a 1-pixel Bayer image)
+                    self._fail(cam, f"could not decode a {getattr(msg, 'encoding', 'compressed')} "
+                                    f"image: {type(e).__name__}: {e}")
             if not frames:
                 continue
             with self._vocab_lock:
@@ -369,7 +372,11 @@ class SegmentationNode(LifecycleNode):
                     self._fail(cam, f"segmentation failed: {type(e).__name__}: {e}")
                 continue
             for (cam, msg, received, image), result in zip(frames, results):
-                self._publish(cam, msg.header, image, result)
+                try:
+                    self._publish(cam, msg.header, image, result)
+                except Exception as e:  # e.g. the context shutting down mid-publish
+                    self._fail(cam, f"publishing failed: {type(e).__name__}: {e}")
+                    continue
                 done = time.monotonic()
                 with self._cond:
                     cam.processed += 1

@@ -85,6 +85,8 @@ def test_compressed_jpeg_and_png():
     (CompressedImage(header=HEADER, format="jpeg", data=np.frombuffer(b"garbage!", np.uint8)),
      "could not be decoded"),
     (CompressedImage(header=HEADER, format="jpeg", data=np.zeros(0, np.uint8)), "empty CompressedImage"),
+    (T.Image(header=HEADER, height=2, width=3, encoding="yuv422", is_bigendian=0, step=6,
+             data=np.zeros(12, np.uint8)), "width must be even"),
 ])
 def test_bad_images_raise_a_clear_error(msg, words):
     with pytest.raises(BadImage, match=words.replace("(", r"\(")):
