@@ -44,7 +44,8 @@ setup(
     },
     entry_points={"console_scripts": ["ovseg=ovseg_core.cli:main",
                                       "ovseg-node=ovseg_ros.node:main",
-                                      "ovseg-pq=ovseg_core.evaluation.panoptic:main"]},
+                                      "ovseg-pq=ovseg_core.evaluation.panoptic:main",
+                                      "ovseg-bag=ovseg_ros.bag:main"]},
     # Presets and model configs live in the repository's config/; a regular install copies
     # them to <prefix>/share/ovseg/config, where ovseg_core.config looks second.
     data_files=[("share/ovseg/config/presets", glob("config/presets/*.yaml")),

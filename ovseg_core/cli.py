@@ -41,6 +41,35 @@ def segment_table(name: str, result: PanopticResult) -> str:
     return "\n".join(lines)
 
 
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The model options every command that segments shares (see :func:`model_from_args`)."""
+    p.add_argument("--preset", default="tiny", help=f"model preset: {', '.join(preset_names())} or a YAML path")
+    p.add_argument("--weights", help="our trained delta (safetensors) on top of the preset")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the preset's)")
+    p.add_argument("--object-threshold", type=float, help="object_mask_threshold (default: the preset's)")
+    p.add_argument("--overlap-threshold", type=float, help="overlap_threshold (default: the preset's)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="build the preset's architecture without its pretrained weights (offline trials)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the random initialisation of weights a preset does not load (reproducible runs)")
+
+
+def model_from_args(args: argparse.Namespace):
+    """(Segmenter, the preset overrides used) from :func:`add_model_arguments`' options;
+    raises ValueError/FileNotFoundError with the loader's message on a bad preset or file."""
+    overrides = {}
+    if args.object_threshold is not None:
+        overrides["inference.object_mask_threshold"] = args.object_threshold
+    if args.overlap_threshold is not None:
+        overrides["inference.overlap_threshold"] = args.overlap_threshold
+    if args.random_weights:
+        overrides.update({"clip.pretrained": None, "proposals.pretrained": None})
+    import torch  # heavy imports only once the cheap argument checks passed
+    from .build import build_segmenter
+    torch.manual_seed(args.seed)
+    return build_segmenter(args.preset, weights=args.weights, device=args.device, overrides=overrides), overrides
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ovseg", description="Open-vocabulary panoptic segmentation")
     sub = p.add_subparsers(dest="command", required=True)
@@ -49,17 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--vocab", required=True,
                    help='classes separated by ";", synonyms by ",", "[stuff]" marks stuff: '
                         '"car; road [stuff]; person,child"')
-    s.add_argument("--preset", default="tiny", help=f"model preset: {', '.join(preset_names())} or a YAML path")
-    s.add_argument("--weights", help="our trained delta (safetensors) on top of the preset")
     s.add_argument("--out", type=Path, required=True, help="output folder")
-    s.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the preset's)")
     s.add_argument("--batch-size", type=int, default=1, help="images per forward")
-    s.add_argument("--object-threshold", type=float, help="object_mask_threshold (default: the preset's)")
-    s.add_argument("--overlap-threshold", type=float, help="overlap_threshold (default: the preset's)")
-    s.add_argument("--random-weights", action="store_true",
-                   help="build the preset's architecture without its pretrained weights (offline trials)")
-    s.add_argument("--seed", type=int, default=0,
-                   help="seeds the random initialisation of weights a preset does not load (reproducible runs)")
+    add_model_arguments(s)
     s.add_argument("--quiet", action="store_true", help="do not print the segment tables")
     c = sub.add_parser("params", help="count what a preset's trainable policy trains")
     c.add_argument("--preset", default="smart_vitl14_336_swinb")
@@ -103,18 +124,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as err:
         print(f"ovseg: bad --vocab: {err}", file=sys.stderr)
         return 2
-    overrides = {}
-    if args.object_threshold is not None:
-        overrides["inference.object_mask_threshold"] = args.object_threshold
-    if args.overlap_threshold is not None:
-        overrides["inference.overlap_threshold"] = args.overlap_threshold
-    if args.random_weights:
-        overrides.update({"clip.pretrained": None, "proposals.pretrained": None})
-    import torch  # heavy imports after the cheap argument checks
-    from .build import build_segmenter
-    torch.manual_seed(args.seed)
     try:
-        segmenter = build_segmenter(args.preset, weights=args.weights, device=args.device, overrides=overrides)
+        segmenter, _ = model_from_args(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"ovseg: {err}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ Inputs: rosbag2 (sqlite3 or mcap; a bag folder or a single .db3/.mcap file) and 
 Results are written at the input image's record time, right after it. Vocabulary
 messages recorded in the bag (std_msgs/String in the user format, or
 ovseg/msg/Vocabulary) apply to the frames recorded after them, as the node would have
-applied them; like the node, each accepted one raises the version by one.
+applied them; each one that differs from the current vocabulary raises the version by one.
 
 Resume: results are committed per batch to ``OUT.partial/results.sqlite``; a killed run
 started again with the same settings skips the committed frames (re-creating the same
@@ -34,14 +34,21 @@ import re
 import shutil
 import sqlite3
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from rosbags.convert.converter import LATCH, create_connections_converters
+from rosbags.highlevel import AnyReader, AnyReaderError
+from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 from tqdm import tqdm
 
+from ovseg_core.evaluation import PQStat, SemanticStat, pq_image
+from ovseg_core.evaluation.panoptic import format_table
+from ovseg_core.panoptic_io import read_panoptic_png
 from ovseg_core.structures import PanopticResult
 from ovseg_core.vocabulary import Vocabulary
 
@@ -160,7 +167,6 @@ class ResultCache:
 @dataclass
 class Frame:
     index: int
-    topic: str
     header: object           # a std_msgs/Header of the output typestore
     image: Optional[np.ndarray]
 
@@ -201,6 +207,12 @@ def _select_topics(reader, image_topics: Sequence[str], vocab_topics: Optional[S
     return list(image_topics), list(vocab_topics)
 
 
+def check_topics(src: Path, image_topics: Sequence[str], vocab_topics: Optional[Sequence[str]]) -> None:
+    """The topic checks of :func:`process_bag`, before a model is built for nothing."""
+    with AnyReader([Path(src)], default_typestore=typestore()) as reader:
+        _select_topics(reader, image_topics, vocab_topics)
+
+
 def _vocabulary_of(msg, msgtype: str) -> Vocabulary:
     return Vocabulary.parse(msg.data) if msgtype == STRING_TYPE else vocabulary_from_classes(msg.classes)
 
@@ -210,10 +222,8 @@ class _Run:
     results right after their image, commit each batch to the resume state."""
 
     def __init__(self, reader, writer, typestore, cache: ResultCache, segmenter, batch_size: int,
-                 vocabulary: Vocabulary, image_topics, vocab_topics, storage_start: int,
+                 vocabulary: Vocabulary, image_topics, vocab_topics, start_time: int,
                  bar: tqdm, on_batch: Optional[Callable[[int], None]]):
-        from rosbags.convert.converter import LATCH, create_connections_converters
-
         self.reader, self.writer, self.typestore = reader, writer, typestore
         self.types = rosbags_types(typestore)
         self.cache, self.segmenter, self.batch_size = cache, segmenter, batch_size
@@ -237,7 +247,7 @@ class _Run:
         self.results: Dict[int, Tuple[bytes, Optional[bytes]]] = {}
         self.batch: List[Frame] = []
         self.vocabulary, self.version = vocabulary, 0
-        self.set_vocabulary(vocabulary, storage_start, None)
+        self.set_vocabulary(vocabulary, start_time, None)   # at the bag's first record time
 
     # -- output
     def header(self, stamp_ns: int, frame_id: str = ""):
@@ -310,8 +320,6 @@ class _Run:
         self.bar.update(1)
 
     def on_image(self, conn, time: int, raw) -> None:
-        from rosbags.highlevel import AnyReaderError
-
         index = self.summary.frames
         self.summary.frames += 1
         self.pending.append(("frame", index, conn.topic, time))
@@ -320,13 +328,11 @@ class _Run:
             self.results[index] = cached
             self.bar.update(1)
             return
-        frame = Frame(index, conn.topic, None, None)
+        frame = Frame(index, None, None)
         try:
             msg = self.reader.deserialize(raw, conn.msgtype)
             frame.header = self.header(header_stamp_ns(msg.header), msg.header.frame_id)
             frame.image = to_rgb(msg)
-            if not frame.image.flags.writeable:      # a view of the message (torch warns on those)
-                frame.image = frame.image.copy()
         except (BadImage, AnyReaderError) as err:   # undecodable pixels, or a corrupt message
             if frame.header is None:
                 frame.header = self.header(time)
@@ -339,8 +345,6 @@ class _Run:
     def on_vocabulary(self, conn, time: int, raw) -> None:
         """A vocabulary different from the current one switches it (an equal one, e.g. the
         node's echo on ~/vocabulary of a ~/vocabulary_text request, changes nothing)."""
-        from rosbags.highlevel import AnyReaderError
-
         try:
             msg = self.reader.deserialize(raw, conn.msgtype)
             vocabulary = _vocabulary_of(msg, conn.msgtype)
@@ -357,14 +361,14 @@ class _Run:
         self.set_vocabulary(vocabulary, time, header)
 
     def run(self) -> BagSummary:
-        for conn, time, raw in self.reader.messages():
+        for conn, record_time, raw in self.reader.messages():
             key = (conn.id, conn.owner)
             if key in self.connmap:   # else one of our output topics, recorded earlier: replaced
-                self.add(self.connmap[key], time, self.convmap[conn.msgtype](raw))
+                self.add(self.connmap[key], record_time, self.convmap[conn.msgtype](raw))
             if conn.topic in self.image_topics:
-                self.on_image(conn, time, raw)
+                self.on_image(conn, record_time, raw)
             elif conn.topic in self.vocab_topics:
-                self.on_vocabulary(conn, time, raw)
+                self.on_vocabulary(conn, record_time, raw)
             if not self.batch:
                 self.flush()
             elif self.pending_bytes > MAX_PENDING_BYTES:
@@ -399,11 +403,6 @@ def process_bag(src, dst, segmenter, image_topics: Sequence[str], vocabulary=Non
     it, the bag's first one is. ``vocab_topics`` None: auto-detect; []: ignore the bag's.
     ``model`` describes how ``segmenter`` was built (resume refuses a different one);
     ``on_batch(frames_committed)`` runs after every commit."""
-    import time as _time
-
-    from rosbags.highlevel import AnyReader
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
     src, dst = Path(src), Path(dst)
     check_input(src)
     if dst.exists():
@@ -414,7 +413,7 @@ def process_bag(src, dst, segmenter, image_topics: Sequence[str], vocabulary=Non
     if storage not in STORAGES:
         raise BagError(f"unknown storage {storage!r}; choose {' or '.join(STORAGES)}")
     store = typestore()
-    start = _time.perf_counter()
+    start = time.perf_counter()
     with AnyReader([src], default_typestore=store) as reader:
         image_topics, vocab_topics = _select_topics(reader, image_topics, vocab_topics)
         if vocabulary is not None:
@@ -450,7 +449,7 @@ def process_bag(src, dst, segmenter, image_topics: Sequence[str], vocabulary=Non
             cache.close()
     tmp.rename(dst)          # atomic: OUT appears complete or not at all
     shutil.rmtree(partial)
-    summary.seconds = _time.perf_counter() - start
+    summary.seconds = time.perf_counter() - start
     return summary
 
 
@@ -519,11 +518,6 @@ def evaluate_bag(bag: Path, image_topics: Sequence[str], gt: GroundTruth, progre
     the GT does not list can match nothing: its pixels count against the GT classes they
     cover (missed GT segments are false negatives, mIoU loses them), but it adds no
     category of its own to the means."""
-    from rosbags.highlevel import AnyReader
-
-    from ovseg_core.evaluation import PQStat, SemanticStat, pq_image
-    from ovseg_core.panoptic_io import read_panoptic_png
-
     n = len(gt.names)
     unprefixed = [k for k in gt.annotations if k[0] is None]
     if len(image_topics) > 1 and unprefixed:
@@ -599,8 +593,6 @@ def evaluate_bag(bag: Path, image_topics: Sequence[str], gt: GroundTruth, progre
 
 
 def format_evaluation(report: dict) -> str:
-    from ovseg_core.evaluation.panoptic import format_table
-
     miou = report["semantic"]["mIoU"]
     lines = [f"ground truth: {report['frames']} of {report['gt_images']} GT image(s) matched a frame",
              format_table(report["panoptic"]),
@@ -617,7 +609,7 @@ def format_evaluation(report: dict) -> str:
 # ---------------------------------------------------------------------------- command line
 
 def _parser() -> argparse.ArgumentParser:
-    from ovseg_core.config import preset_names
+    from ovseg_core.cli import add_model_arguments
 
     p = argparse.ArgumentParser(prog="ovseg-bag", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -631,15 +623,8 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"topics whose {STRING_TYPE} / {VOCABULARY_TYPE} messages switch the vocabulary "
                         f"(default: every {VOCABULARY_TYPE} topic and String topics ending in "
                         f"vocabulary_text; give the flag alone to ignore the bag's)")
-    p.add_argument("--preset", default="tiny", help=f"model preset: {', '.join(preset_names())} or a YAML path")
-    p.add_argument("--weights", help="our trained delta (safetensors) on top of the preset")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the preset's)")
     p.add_argument("--batch-size", type=int, default=4, help="frames per forward")
-    p.add_argument("--object-threshold", type=float, help="object_mask_threshold (default: the preset's)")
-    p.add_argument("--overlap-threshold", type=float, help="overlap_threshold (default: the preset's)")
-    p.add_argument("--random-weights", action="store_true",
-                   help="build the preset's architecture without its pretrained weights (offline trials)")
-    p.add_argument("--seed", type=int, default=0, help="seeds weights a preset does not load")
+    add_model_arguments(p)
     p.add_argument("--storage", choices=STORAGES, help="output storage (default: the input's; ROS 1 -> sqlite3)")
     p.add_argument("--restart", action="store_true", help="discard an interrupted run's state instead of resuming")
     p.add_argument("--gt-dir", type=Path, help="COCO-panoptic ground truth (see README): report PQ and mIoU")
@@ -664,24 +649,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.output.exists():
             raise BagError(f"{args.output} exists; choose another output path or delete it")
         vocabulary = Vocabulary.parse(args.vocab) if args.vocab is not None else None
+        check_topics(args.input, args.image_topics, args.vocab_topics)
         if args.gt_dir is not None:
             gt = load_ground_truth(args.gt_dir, args.gt_json)
     except (BagError, ValueError) as err:
         print(f"ovseg-bag: {err}", file=sys.stderr)
         return 2
-    overrides = {}
-    if args.object_threshold is not None:
-        overrides["inference.object_mask_threshold"] = args.object_threshold
-    if args.overlap_threshold is not None:
-        overrides["inference.overlap_threshold"] = args.overlap_threshold
-    if args.random_weights:
-        overrides.update({"clip.pretrained": None, "proposals.pretrained": None})
-    import torch
-
-    from ovseg_core.build import build_segmenter
-    torch.manual_seed(args.seed)
+    except AnyReaderError as err:
+        print(f"ovseg-bag: cannot read {args.input}: {err}", file=sys.stderr)
+        return 2
     try:
-        segmenter = build_segmenter(args.preset, weights=args.weights, device=args.device, overrides=overrides)
+        from ovseg_core.cli import model_from_args
+        segmenter, overrides = model_from_args(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"ovseg-bag: {err}", file=sys.stderr)
         return 2
@@ -694,6 +673,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BagError as err:
         print(f"ovseg-bag: {err}", file=sys.stderr)
         return 2
+    except (AnyReaderError, WriterError) as err:
+        print(f"ovseg-bag: cannot read {args.input} or write {args.output}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ovseg-bag: interrupted; the same command resumes from {partial_dir(args.output)}",
+              file=sys.stderr)
+        return 130
     rate = summary.computed / summary.seconds if summary.seconds else 0.0
     print(f"ovseg-bag: wrote {args.output}: {summary.frames} frame(s), {summary.computed} segmented now "
           f"({rate:.1f} frames/s), vocabulary version {summary.vocabulary_version}", file=sys.stderr)

@@ -91,8 +91,8 @@ def image_to_rgb(msg) -> np.ndarray:
         pixels = pixels.copy().view(np.dtype(dtype).newbyteorder(order)).astype(np.uint16)
         pixels = (pixels >> 8).astype(np.uint8)
     image = pixels.reshape(height, width, channels)
-    if conversion is None:
-        return np.ascontiguousarray(image)
+    if conversion is None:   # a copy: the message's buffer is read-only (torch warns on those)
+        return image.copy()
     return cv2.cvtColor(np.ascontiguousarray(image), conversion)
 
 
