@@ -47,6 +47,8 @@ demo-image: $(STAMP)
 bench: $(STAMP) $(ROS_STAMP)
 	$(PY) bench/classifier.py
 	$(ROS_ENV) $(PY) bench/node_overhead.py
+	$(PY) bench/evaluation.py
+	$(PY) bench/bag.py
 
 clean:
 	rm -rf $(VENV) out build install
