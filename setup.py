@@ -9,7 +9,7 @@ setup(
     description="Open-vocabulary panoptic segmentation (SMART/FISA, Mask-Adapter) for robots",
     # ovseg_ros imports rclpy only in node.py; convert/interfaces/bag run without ROS 2.
     packages=find_packages(include=["ovseg_core", "ovseg_core.*", "ovseg_ros", "ovseg_ros.*"]),
-    package_data={"ovseg_core.datasets": ["metadata/*.json"]},
+    package_data={"ovseg_core.datasets": ["metadata/*.json"], "ovseg_core.shapes": ["split.json"]},
     python_requires=">=3.10",
     install_requires=[
         # torch/torchvision: install the pair first (see the Makefile); not pinned here so
@@ -52,5 +52,8 @@ setup(
                 ("share/ovseg/config/clip", glob("config/clip/*.json")),
                 ("share/ovseg/config", glob("config/*.yaml")),
                 ("share/ovseg/msg", glob("msg/*.msg")),
-                ("share/ovseg/srv", glob("srv/*.srv"))],
+                ("share/ovseg/srv", glob("srv/*.srv")),
+                # ShapesWorld weights, found through ${OVSEG_DATA} (= share/ovseg when installed)
+                ("share/ovseg/weights/shapes", glob("weights/shapes/*.safetensors")),
+                ("share/ovseg/weights/shapes/proposals", glob("weights/shapes/proposals/*"))],
 )

@@ -30,6 +30,9 @@ def _config_dir() -> Path:
 REPO_CONFIG_DIR = _config_dir()
 PRESET_DIR = REPO_CONFIG_DIR / "presets"
 CLIP_CONFIG_DIR = REPO_CONFIG_DIR / "clip"
+# The folder that holds config/ and the shipped weights/; presets name files under it
+# as ${OVSEG_DATA}/weights/..., so they work from any working directory.
+DATA_DIR = REPO_CONFIG_DIR.parent
 
 
 @dataclass
@@ -184,5 +187,10 @@ def size_pair(size: Union[int, List[int]]) -> Tuple[int, int]:
 
 
 def resolve_path(value: Optional[str]) -> Optional[str]:
-    """Expands ~ and $VARS in paths from presets."""
-    return os.path.expandvars(os.path.expanduser(value)) if value else value
+    """Expands ~ and $VARS in paths from presets; ${OVSEG_DATA} is DATA_DIR unless the
+    environment sets it."""
+    if not value:
+        return value
+    data = os.environ.get("OVSEG_DATA", str(DATA_DIR))
+    value = value.replace("${OVSEG_DATA}", data)
+    return os.path.expandvars(os.path.expanduser(value))

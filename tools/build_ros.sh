@@ -11,7 +11,7 @@ VENV=$(cd "${1:-.venv}" && pwd)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STAGE="$ROOT/build/ros/src/ovseg"
 rm -rf "$STAGE" && mkdir -p "$STAGE"
-for f in package.xml CMakeLists.txt msg srv ovseg_core ovseg_ros launch config tools; do
+for f in package.xml CMakeLists.txt msg srv ovseg_core ovseg_ros launch config weights tools; do
     ln -s "$ROOT/$f" "$STAGE/$f"
 done
 "$VENV/bin/python" "$ROOT/tools/fix_ros_wheels.py" "$VENV"

@@ -1,0 +1,375 @@
+"""ShapesWorld: procedural scenes whose every class can be learned on a CPU.
+
+Stuff regions (sky, grass, road with lane markings, brick wall, ...) are horizontal
+bands with wavy borders, each filled with a procedural texture; things are outlined
+"color shape" objects (``"red circle"``) that may overlap. Everything is drawn from one
+``numpy.random.Generator``, so a seed fixes a scene (image, panoptic ground truth and
+caption). Masks are drawn without anti-aliasing so that ground truth is exact.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+SPLIT_FILE = Path(__file__).with_name("split.json")
+Size = Union[int, Tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class ShapesClasses:
+    """The class list (things first, then stuff; category id = index + 1) and its split."""
+
+    colors: Dict[str, Tuple[int, int, int]]
+    shapes: Tuple[str, ...]
+    stuff: Tuple[str, ...]
+    unseen: frozenset
+
+    @property
+    def things(self) -> List[str]:
+        return [f"{c} {s}" for c in self.colors for s in self.shapes]
+
+    @property
+    def names(self) -> List[str]:
+        return self.things + list(self.stuff)
+
+    @property
+    def is_thing(self) -> List[bool]:
+        return [True] * len(self.things) + [False] * len(self.stuff)
+
+    def seen(self, names: Sequence[str]) -> List[str]:
+        return [n for n in names if n not in self.unseen]
+
+    def unseen_of(self, names: Sequence[str]) -> List[str]:
+        return [n for n in names if n in self.unseen]
+
+    def vocabulary_text(self, names: Optional[Sequence[str]] = None) -> str:
+        """A vocabulary string for ``ovseg segment --vocab`` (stuff tagged)."""
+        names = self.names if names is None else names
+        return "; ".join(n if n not in self.stuff else f"{n} [stuff]" for n in names)
+
+    def categories(self) -> List[dict]:
+        """COCO-panoptic categories, with thing flags and the split."""
+        from ..panoptic_io import categories
+        cats = categories(self.names, self.is_thing)
+        for c in cats:
+            c["split"] = "unseen" if c["name"] in self.unseen else "seen"
+        return cats
+
+
+@lru_cache(maxsize=1)
+def load_classes() -> ShapesClasses:
+    with open(SPLIT_FILE) as f:
+        data = json.load(f)
+    classes = ShapesClasses(colors={k: tuple(v) for k, v in data["colors"].items()}, shapes=tuple(data["shapes"]),
+                            stuff=tuple(data["stuff"]),
+                            unseen=frozenset(data["unseen_things"]) | frozenset(data["unseen_stuff"]))
+    unknown = sorted(classes.unseen - set(classes.names))
+    if unknown:
+        raise ValueError(f"{SPLIT_FILE}: unseen classes {unknown} are not ShapesWorld classes")
+    return classes
+
+
+# ----------------------------------------------------------------------------- textures
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
+    """Value noise in [0, 1] with features about ``cell`` pixels wide."""
+    small = rng.random((max(2, h // cell + 2), max(2, w // cell + 2))).astype(np.float32)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+
+
+def _grain(rng, h, w, sigma):
+    return rng.normal(0, sigma, (h, w, 1)).astype(np.float32)
+
+
+def _rgb(color) -> np.ndarray:
+    return np.asarray(color, np.float32).reshape(1, 1, 3)
+
+
+def _sky(rng, h, w, rows):
+    t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
+    img = _rgb((80, 140, 225)) * (1 - t) + _rgb((165, 205, 245)) * t
+    cloud = np.clip((_smooth_noise(rng, h, w, 24) - 0.55) * 4, 0, 1)[..., None]
+    return img * (1 - cloud) + 245 * cloud + _grain(rng, h, w, 2)
+
+
+def _grass(rng, h, w, rows):
+    base = _rgb((65, 145, 50)) * (0.75 + 0.5 * _smooth_noise(rng, h, w, 12))[..., None]
+    blades = cv2.resize(rng.normal(0, 22, (max(2, h // 3), w)).astype(np.float32), (w, h))[..., None]
+    return base + blades * _rgb((0.5, 1.0, 0.4))
+
+
+def _water(rng, h, w, rows):
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    phase = 6 * _smooth_noise(rng, h, w, 32)
+    waves = np.sin(0.9 * y + 0.15 * x + phase)[..., None]
+    return _rgb((40, 105, 165)) + 22 * waves * _rgb((0.7, 0.9, 1.0)) + _grain(rng, h, w, 3)
+
+
+def _sand(rng, h, w, rows):
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    ripples = np.sin(0.45 * x + 0.2 * y + 4 * _smooth_noise(rng, h, w, 24))[..., None]
+    return _rgb((222, 196, 140)) + 10 * ripples + _grain(rng, h, w, 9)
+
+
+def _road(rng, h, w, rows):
+    img = _rgb((85, 85, 92)) + _grain(rng, h, w, 7) + 10 * _smooth_noise(rng, h, w, 16)[..., None]
+    center = int(np.median(rows)) if len(rows) else h // 2
+    paint = (240, 240, 235) if rng.random() < 0.5 else (240, 205, 40)
+    dash, gap = int(rng.integers(8, 14)), int(rng.integers(6, 12))
+    for x0 in range(-int(rng.integers(0, dash + gap)), w, dash + gap):
+        cv2.rectangle(img, (x0, center - 1), (x0 + dash, center + 1), paint, thickness=-1)
+    return img
+
+
+def _brick_wall(rng, h, w, rows):
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = _rgb((185, 180, 170))
+    bh, bw = 8, 16
+    for r, y0 in enumerate(range(0, h, bh)):
+        off = (bw // 2) * (r % 2)
+        for x0 in range(-off, w, bw):
+            color = np.array((155, 62, 45), np.float32) * rng.uniform(0.8, 1.15)
+            cv2.rectangle(img, (x0 + 1, y0 + 1), (x0 + bw - 1, y0 + bh - 1), color.tolist(), thickness=-1)
+    return img + _grain(rng, h, w, 6)
+
+
+def _snow(rng, h, w, rows):
+    shade = _smooth_noise(rng, h, w, 20)[..., None]
+    return _rgb((238, 240, 246)) - 25 * shade * _rgb((1.0, 0.8, 0.4)) + _grain(rng, h, w, 3)
+
+
+def _wood_floor(rng, h, w, rows):
+    img = np.empty((h, w, 3), np.float32)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    plank_h = 10
+    tone = rng.uniform(0.75, 1.2, size=h // plank_h + 1).astype(np.float32)[(y // plank_h).astype(int)]
+    grain = np.sin(0.35 * x * (1 + 0.2 * np.sin(0.1 * y)) + 8 * _smooth_noise(rng, h, w, 20))
+    img[:] = _rgb((150, 100, 55))
+    img *= (tone * (0.9 + 0.1 * grain))[..., None]
+    img[(y.astype(int) % plank_h) == 0] = (70, 45, 25)
+    return img
+
+
+TEXTURES = {"sky": _sky, "grass": _grass, "water": _water, "sand": _sand, "road": _road,
+            "brick wall": _brick_wall, "snow": _snow, "wood floor": _wood_floor}
+
+
+# ------------------------------------------------------------------------------ shapes
+
+def _polygon(center, radius, angle, kind) -> np.ndarray:
+    """Vertices of a shape of circumradius ``radius`` (circle: a 48-gon)."""
+    if kind == "cross":
+        a = 0.34
+        pts = np.array([(a, 1), (a, a), (1, a), (1, -a), (a, -a), (a, -1), (-a, -1), (-a, -a), (-1, -a),
+                        (-1, a), (-a, a), (-a, 1)], np.float32) / np.hypot(1, a)
+    else:
+        n, inner = {"circle": (48, None), "square": (4, None), "triangle": (3, None), "hexagon": (6, None),
+                    "star": (10, 0.45)}[kind]
+        t = np.arange(n) * 2 * np.pi / n - np.pi / 2
+        r = np.ones(n, np.float32) if inner is None else np.where(np.arange(n) % 2 == 0, 1.0, inner)
+        if kind == "square":
+            t = t + np.pi / 4
+        pts = np.stack([r * np.cos(t), r * np.sin(t)], 1)
+    c, s = np.cos(angle), np.sin(angle)
+    pts = pts @ np.array([[c, s], [-s, c]], np.float32)
+    return pts * radius + np.asarray(center, np.float32)
+
+
+def _shape_mask(h, w, center, radius, angle, kind) -> np.ndarray:
+    mask = np.zeros((h, w), np.uint8)
+    pts = np.round(_polygon(center, radius, angle, kind) * 16).astype(np.int32)
+    cv2.fillPoly(mask, [pts], 1, lineType=cv2.LINE_8, shift=4)
+    return mask.astype(bool)
+
+
+# ------------------------------------------------------------------------------ scenes
+
+@dataclass
+class Scene:
+    """One generated image with COCO-panoptic ground truth and a caption.
+
+    ``segment_map`` is int32 [H, W] (every pixel belongs to one segment); ``segments`` are
+    COCO ``segments_info`` entries plus ``class_name`` and ``isthing``.
+    """
+
+    image: np.ndarray
+    segment_map: np.ndarray
+    segments: List[dict]
+    caption: str
+    seed: Optional[int] = None
+    classes: ShapesClasses = field(default_factory=load_classes, repr=False)
+
+    def masks(self) -> np.ndarray:
+        """[N, H, W] bool, one per segment (the order of ``segments``), for oracle proposals."""
+        ids = np.array([s["id"] for s in self.segments])
+        return self.segment_map[None] == ids[:, None, None]
+
+    def semantic_map(self) -> np.ndarray:
+        """int32 [H, W] class index per pixel (category id - 1)."""
+        lut = np.zeros(self.segment_map.max() + 1, np.int32)
+        for s in self.segments:
+            lut[s["id"]] = s["category_id"] - 1
+        return lut[self.segment_map]
+
+    def segment_of(self, class_name: str) -> dict:
+        found = [s for s in self.segments if s["class_name"] == class_name]
+        if not found:
+            raise KeyError(f"no {class_name!r} in this scene; it has {[s['class_name'] for s in self.segments]}")
+        return found[0]
+
+
+def _size_pair(size: Size) -> Tuple[int, int]:
+    h, w = (size, size) if isinstance(size, int) else size
+    if h < 32 or w < 32:
+        raise ValueError(f"a ShapesWorld scene needs at least 32x32 pixels, got {h}x{w}")
+    return int(h), int(w)
+
+
+def _stuff_layout(rng, h, w, n) -> np.ndarray:
+    """Band index per pixel: ``n`` horizontal bands with wavy borders."""
+    borders = np.sort(rng.uniform(0.2, 0.8, n - 1)) * h
+    x = np.arange(w, dtype=np.float32)
+    rows = np.arange(h, dtype=np.float32)[:, None]
+    band = np.zeros((h, w), np.int32)
+    for b in borders:
+        amp, freq, phase = rng.uniform(0, 0.06 * h), rng.uniform(0.01, 0.06), rng.uniform(0, 2 * np.pi)
+        band += (rows >= b + amp * np.sin(freq * x + phase)[None]).astype(np.int32)
+    return band
+
+
+def _caption(rng, things: List[Tuple[str, float]], stuff: List[str]) -> str:
+    """Names every thing (with a size word now and then) and every stuff region."""
+    words = []
+    for name, radius in things:
+        size = rng.choice(["", "small ", "large "], p=[0.6, 0.2, 0.2]) if radius else ""
+        if size == "small " and radius > 20 or size == "large " and radius < 16:
+            size = ""
+        phrase = f"{size}{name}"
+        words.append(("an " if phrase[0] in "aeiou" else "a ") + phrase)
+    rng.shuffle(words)
+    stuff = list(stuff)
+    rng.shuffle(stuff)
+    ground = " and ".join(stuff)
+    if not words:
+        return f"a photo of {ground}."
+    things_text = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+    opener = rng.choice(["a photo of ", "there is ", "this is a photo of "])
+    return f"{opener}{things_text} on {ground}."
+
+
+def generate_scene(seed: Union[int, np.random.Generator], size: Size = 128, num_things: Tuple[int, int] = (1, 5),
+                   radius: Tuple[float, float] = (8, 26), num_stuff: Tuple[int, int] = (1, 3),
+                   classes: Optional[Sequence[str]] = None, things: Optional[Sequence[str]] = None,
+                   stuff: Optional[Sequence[str]] = None, min_visible: float = 0.5) -> Scene:
+    """A scene from ``seed``. ``classes`` restricts what may be drawn (e.g. the seen
+    split); ``things`` / ``stuff`` force exact lists instead of random draws. A thing is
+    kept only if at least ``min_visible`` of it stays visible after later things are drawn
+    over it, so every ground-truth thing is recognisable."""
+    world = load_classes()
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    h, w = _size_pair(size)
+    allowed = set(world.names if classes is None else classes)
+    unknown = sorted(allowed - set(world.names) | set(things or ()) - set(world.things)
+                     | set(stuff or ()) - set(world.stuff))
+    if unknown:
+        raise ValueError(f"not ShapesWorld classes: {unknown}; see ovseg_core/shapes/split.json")
+    thing_pool = [n for n in world.things if n in allowed]
+    stuff_pool = [n for n in world.stuff if n in allowed]
+    if stuff is None:
+        if not stuff_pool:
+            raise ValueError("a scene needs at least one allowed stuff class for its background")
+        stuff = [str(n) for n in rng.choice(stuff_pool, size=min(len(stuff_pool), int(rng.integers(num_stuff[0],
+                                                                                      num_stuff[1] + 1))),
+                                replace=False)]
+    if things is None:
+        count = int(rng.integers(num_things[0], num_things[1] + 1)) if thing_pool else 0
+        things = [str(n) for n in rng.choice(thing_pool, size=count)] if count else []
+
+    band = _stuff_layout(rng, h, w, len(stuff))
+    image = np.zeros((h, w, 3), np.float32)
+    segment_map = np.zeros((h, w), np.int32)
+    segments = []
+    for i, name in enumerate(stuff):
+        region = band == i
+        if not region.any():
+            continue
+        image[region] = TEXTURES[name](rng, h, w, np.nonzero(region.any(1))[0])[region]
+        segment_map[region] = i + 1
+    stuff_ids = {i + 1: name for i, name in enumerate(stuff)}
+
+    drawn = []  # (segment id, name, radius, full area)
+    next_id = len(stuff) + 1
+    for name in things:
+        color_name, kind = name.split(" ", 1)
+        r = float(rng.uniform(*radius))
+        center = (rng.uniform(r * 0.3, w - r * 0.3), rng.uniform(r * 0.3, h - r * 0.3))
+        mask = _shape_mask(h, w, center, r, rng.uniform(0, 2 * np.pi), kind)
+        # Drawing over earlier things must leave each of them recognisable.
+        if mask.sum() < 12 or any((segment_map[~mask] == sid).sum() < min_visible * area
+                                  for sid, _, _, area in drawn):
+            continue
+        color = np.clip(np.array(world.colors[color_name], np.float32) + rng.normal(0, 10, 3), 0, 255)
+        shade = 0.85 + 0.3 * _smooth_noise(rng, h, w, 32)[..., None]
+        outline = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~cv2.erode(
+            mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & mask
+        image[mask] = (color * shade)[mask]
+        image[outline] = color * 0.45
+        segment_map[mask] = next_id
+        drawn.append((next_id, name, r, int(mask.sum())))
+        next_id += 1
+
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    cat = {n: i + 1 for i, n in enumerate(world.names)}
+    ids, areas = np.unique(segment_map, return_counts=True)
+    area_of = dict(zip(ids.tolist(), areas.tolist()))
+    for sid, name in list(stuff_ids.items()) + [(d[0], d[1]) for d in drawn]:
+        if area_of.get(sid, 0) == 0:
+            continue
+        ys, xs = np.nonzero(segment_map == sid)
+        segments.append({"id": sid, "category_id": cat[name], "class_name": name, "isthing": int(sid not in stuff_ids),
+                         "area": area_of[sid], "iscrowd": 0,
+                         "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
+                                  int(ys.max() - ys.min() + 1)]})
+    visible_stuff = [s["class_name"] for s in segments if not s["isthing"]]
+    caption = _caption(rng, [(d[1], d[2]) for d in drawn if area_of.get(d[0], 0)], visible_stuff)
+    return Scene(image=image, segment_map=segment_map, segments=segments, caption=caption,
+                 seed=seed if isinstance(seed, int) else None, classes=world)
+
+
+def single_object_view(seed: Union[int, np.random.Generator], name: str, size: Size = 128,
+                       radius: Tuple[float, float] = (18, 40)) -> Scene:
+    """One centred thing filling much of the frame on one stuff background: what a crop
+    around a single object looks like (CLIP's zero-shot test)."""
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    world = load_classes()
+    return generate_scene(rng, size=size, things=[name], stuff=[str(rng.choice(world.stuff))], radius=radius)
+
+
+def camera_pan(seed: int, num_frames: int, size: int = 128, world_width: Optional[int] = None,
+               num_things: Tuple[int, int] = (6, 12)) -> List[Scene]:
+    """Frames of a camera panning left to right across one wide scene, as a robot's
+    camera stream would show them; each frame carries its cropped ground truth."""
+    world_width = world_width or size * 4
+    wide = generate_scene(seed, size=(size, world_width), num_things=num_things, num_stuff=(2, 3))
+    step = (world_width - size) / max(1, num_frames - 1)
+    frames = []
+    for i in range(num_frames):
+        x0 = int(round(i * step))
+        seg = wide.segment_map[:, x0:x0 + size]
+        present = set(np.unique(seg).tolist())
+        segments = []
+        for s in wide.segments:
+            if s["id"] in present:
+                ys, xs = np.nonzero(seg == s["id"])
+                segments.append({**s, "area": int(len(xs)), "bbox": [int(xs.min()), int(ys.min()),
+                                                                     int(xs.max() - xs.min() + 1),
+                                                                     int(ys.max() - ys.min() + 1)]})
+        frames.append(Scene(image=np.ascontiguousarray(wide.image[:, x0:x0 + size]), segment_map=seg.copy(),
+                            segments=segments, caption=wide.caption, seed=seed, classes=wide.classes))
+    return frames

@@ -1,0 +1,182 @@
+"""Evaluates the `shapes` preset on fresh ShapesWorld scenes (seeds never used in training):
+
+    .venv/bin/python training/eval_shapes.py --num 100 --seed 100000 --out out/shapes/eval.json
+
+- PQ and mIoU over all 44 classes, averaged separately over seen and unseen classes,
+  with the preset's Mask2Former proposals and with oracle (ground-truth) masks: the
+  papers' Figure 2 analysis (how much is mask quality, how much classification);
+- oracle segment accuracy (the class CLIP gives each ground-truth segment) against
+  chance (1 / number of classes);
+- CLIP's zero-shot accuracy on single-object views, seen vs unseen things;
+- proposal recall: share of ground-truth segments some proposal covers with IoU > 0.5.
+
+PQ follows panopticapi (a match is same class and IoU > 0.5; PQ per class, averaged
+over classes with any TP, FP or FN); mIoU is over classes present in the ground truth.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ovseg_core.build import build_segmenter  # noqa: E402
+from ovseg_core.config import load_preset, resolve_path  # noqa: E402
+from ovseg_core.modeling.proposals import OracleProposals  # noqa: E402
+from ovseg_core.shapes.world import Scene, generate_scene, load_classes  # noqa: E402
+from ovseg_core.vocabulary import Vocabulary  # noqa: E402
+from ovseg_core.weights import create_clip  # noqa: E402
+from train_clip_shapes import MODEL, zero_shot_accuracy  # noqa: E402
+from train_proposals_shapes import proposal_recall  # noqa: E402
+
+
+class PanopticScore:
+    """Accumulates panopticapi's per-class TP / FP / FN / IoU sums and a pixel confusion
+    matrix for mIoU, over images whose classes index one fixed class list."""
+
+    def __init__(self, num_classes: int):
+        self.k = num_classes
+        self.iou = np.zeros(num_classes)
+        self.tp = np.zeros(num_classes)
+        self.fp = np.zeros(num_classes)
+        self.fn = np.zeros(num_classes)
+        self.confusion = np.zeros((num_classes, num_classes), np.int64)
+
+    def add(self, gt_map: np.ndarray, gt_class: Dict[int, int], pred_map: np.ndarray, pred_class: Dict[int, int],
+            gt_semantic: np.ndarray, pred_semantic: np.ndarray) -> None:
+        """Maps are int segment ids (pred 0 = unlabeled); *_class map segment id -> class index."""
+        self.confusion += np.bincount(gt_semantic.ravel().astype(np.int64) * self.k + pred_semantic.ravel(),
+                                      minlength=self.k * self.k).reshape(self.k, self.k)
+        pairs, inter = np.unique(gt_map.astype(np.int64) << 32 | pred_map.astype(np.int64), return_counts=True)
+        gt_area = dict(zip(*np.unique(gt_map, return_counts=True)))
+        pred_area = dict(zip(*np.unique(pred_map, return_counts=True)))
+        matched_gt, matched_pred = set(), set()
+        for pair, n in zip(pairs.tolist(), inter.tolist()):
+            g, p = pair >> 32, pair & 0xFFFFFFFF
+            if p == 0 or g not in gt_class or p not in pred_class or gt_class[g] != pred_class[p]:
+                continue
+            iou = n / (gt_area[g] + pred_area[p] - n)
+            if iou > 0.5:
+                self.tp[gt_class[g]] += 1
+                self.iou[gt_class[g]] += iou
+                matched_gt.add(g)
+                matched_pred.add(p)
+        for g, c in gt_class.items():
+            self.fn[c] += g not in matched_gt
+        for p, c in pred_class.items():
+            self.fp[c] += p not in matched_pred
+
+    def summary(self, groups: Dict[str, Sequence[int]]) -> Dict[str, Dict[str, float]]:
+        """PQ, SQ, RQ and mIoU (in %) averaged over each group of class indices."""
+        counted = self.tp + self.fp + self.fn > 0
+        denom = self.tp + 0.5 * self.fp + 0.5 * self.fn
+        pq = np.divide(self.iou, denom, out=np.zeros(self.k), where=denom > 0)
+        sq = np.divide(self.iou, self.tp, out=np.zeros(self.k), where=self.tp > 0)
+        rq = np.divide(self.tp, denom, out=np.zeros(self.k), where=denom > 0)
+        diag = np.diag(self.confusion).astype(float)
+        union = self.confusion.sum(0) + self.confusion.sum(1) - diag
+        present = self.confusion.sum(1) > 0
+        iou = np.divide(diag, union, out=np.zeros(self.k), where=union > 0)
+        out = {}
+        for name, idx in groups.items():
+            idx = np.asarray(idx)
+            c, p = idx[counted[idx]], idx[present[idx]]
+            out[name] = {"PQ": 100 * pq[c].mean() if len(c) else float("nan"),
+                         "SQ": 100 * sq[c].mean() if len(c) else float("nan"),
+                         "RQ": 100 * rq[c].mean() if len(c) else float("nan"),
+                         "mIoU": 100 * iou[p].mean() if len(p) else float("nan"),
+                         "classes": int(len(c))}
+        return out
+
+
+def _gt(scene: Scene):
+    return {s["id"]: s["category_id"] - 1 for s in scene.segments}
+
+
+def evaluate_segmenter(segmenter, scenes: List[Scene], vocab: Vocabulary, groups) -> dict:
+    """PQ / mIoU with predicted and oracle masks, and oracle segment accuracy."""
+    k = len(vocab)
+    scores = {"predicted masks": PanopticScore(k), "oracle masks": PanopticScore(k)}
+    oracle = OracleProposals()
+    correct = defaultdict(list)
+    unseen = load_classes().unseen
+    for scene in tqdm(scenes, desc="eval", file=sys.stderr):
+        gt_class = _gt(scene)
+        gt_semantic = scene.semantic_map()
+        proposals = oracle([scene.masks()])
+        for key, props in (("predicted masks", None), ("oracle masks", proposals)):
+            r = segmenter(scene.image, vocab, proposals=props)
+            scores[key].add(scene.segment_map, gt_class, r.segment_map, {s.id: s.class_index for s in r.segments},
+                            gt_semantic, r.semantic_map)
+        image = torch.from_numpy(scene.image).permute(2, 0, 1)[None].float() / 255.0
+        with torch.no_grad():
+            _, probs = segmenter.predict(image.to(segmenter.device), vocab, proposals)
+        pred = probs[0, :, :k].argmax(-1).tolist()
+        for seg, p in zip(scene.segments, pred):
+            correct["unseen" if seg["class_name"] in unseen else "seen"].append(p == seg["category_id"] - 1)
+    result = {key: s.summary(groups) for key, s in scores.items()}
+    result["oracle segment accuracy"] = {key: 100 * float(np.mean(v)) for key, v in correct.items()}
+    result["oracle segment accuracy"]["chance"] = 100 / k
+    return result
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="shapes")
+    p.add_argument("--num", type=int, default=100, help="fresh scenes")
+    p.add_argument("--seed", type=int, default=100_000, help="scene i has seed SEED + i")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="out/shapes/eval.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    world = load_classes()
+    vocab = Vocabulary.parse(world.vocabulary_text())
+    index = {n: i for i, n in enumerate(vocab.names)}
+    groups = {"seen": [index[n] for n in world.seen(world.names)],
+              "unseen": [index[n] for n in world.unseen_of(world.names)], "all": list(range(len(vocab)))}
+    segmenter = build_segmenter(args.preset, device="cpu")
+    scenes = [generate_scene(args.seed + i, size=args.size) for i in range(args.num)]
+    report = {"preset": args.preset, "scenes": args.num, "seed": args.seed, "size": args.size}
+    report.update(evaluate_segmenter(segmenter, scenes, vocab, groups))
+
+    cfg = load_preset(args.preset)
+    clip = create_clip(MODEL, resolve_path(cfg.clip.pretrained), args.preset)
+    import open_clip
+    report["clip zero-shot accuracy"] = {k: 100 * v for k, v in zero_shot_accuracy(
+        clip, open_clip.get_tokenizer(MODEL), views_per_class=20, seed=args.seed).items()}
+    report["clip zero-shot accuracy"]["chance"] = 100 / len(world.things)
+    report["clip zero-shot accuracy"]["chance color / shape"] = 100 / len(world.colors)
+    report["proposal recall"] = {k: 100 * v for k, v in proposal_recall(
+        segmenter.proposals, num_scenes=args.num, seed=args.seed, size=args.size).items()}
+    report["seconds"] = round(time.time() - start)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(format_report(report))
+
+
+def format_report(report: dict) -> str:
+    lines = [f"preset {report['preset']}, {report['scenes']} fresh scenes (seeds {report['seed']}..."
+             f"{report['seed'] + report['scenes'] - 1}), {report['size']} px, vocabulary: all 44 classes",
+             f"{'masks':16s} {'split':7s} {'PQ':>6s} {'SQ':>6s} {'RQ':>6s} {'mIoU':>6s} classes"]
+    for key in ("predicted masks", "oracle masks"):
+        for split, v in report[key].items():
+            lines.append(f"{key:16s} {split:7s} {v['PQ']:6.1f} {v['SQ']:6.1f} {v['RQ']:6.1f} {v['mIoU']:6.1f} "
+                         f"{v['classes']}")
+    for key in ("oracle segment accuracy", "clip zero-shot accuracy", "proposal recall"):
+        lines.append(f"{key}: " + ", ".join(f"{k} {v:.1f}%" for k, v in report[key].items()))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

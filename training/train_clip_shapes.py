@@ -1,0 +1,195 @@
+"""Pretrains the tiny ShapesWorld CLIP contrastively on generated image-caption pairs.
+
+    .venv/bin/python training/train_clip_shapes.py --steps 1000 --seed 0 \
+        --out weights/shapes/clip.safetensors
+
+Images are drawn on the fly from the seed (scene i of step s has seed
+``seed * 10**9 + s * batch + i``), so a run is reproducible from its command alone.
+Unseen things (ovseg_core/shapes/split.json) never appear: CLIP must recognise them
+from their color and shape words, which it meets with other partners.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ovseg_core.shapes.world import generate_scene, load_classes, single_object_view  # noqa: E402
+from ovseg_core.weights import register_clip_configs  # noqa: E402
+
+MODEL = "ovseg-shapes-vit"  # config/clip/ovseg-shapes-vit.json
+_MEAN = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+_STD = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
+
+
+def to_clip_input(images: np.ndarray) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> CLIP-normalised float [B, 3, H, W] (as MaskClassifier.normalize)."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    return (x - _MEAN) / _STD
+
+
+def training_batch(rng: np.random.Generator, batch: int, size: int, single_share: float,
+                   one_color: bool = False):
+    """Scenes of the CLIP split (all but unseen things), a share of them single-object views.
+    ``one_color``: every thing in the batch has one (random) color, so that color cannot
+    tell the captions apart and the loss must look at shapes."""
+    world = load_classes()
+    allowed = [n for n in world.names if n not in world.unseen or n in world.stuff]
+    if one_color:
+        color = str(rng.choice(list(world.colors)))
+        allowed = [n for n in allowed if n in world.stuff or n.startswith(color + " ")]
+    things = [n for n in world.things if n in allowed]
+    scenes = [single_object_view(rng, str(rng.choice(things)), size=size) if rng.random() < single_share
+              else generate_scene(rng, size=size, num_things=(0, 4), classes=allowed) for _ in range(batch)]
+    return np.stack([s.image for s in scenes]), [s.caption for s in scenes]
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model, tokenizer, views_per_class: int = 4, seed: int = 123_456, size: int = 128):
+    """Top-1 accuracy over all things on single-object views, split into seen / unseen,
+    and how often the predicted color / shape alone is right (over all things)."""
+    world = load_classes()
+    names = world.things
+    text = F.normalize(model.encode_text(tokenizer([f"a photo of a {n}." for n in names])), dim=-1)
+    rng = np.random.default_rng(seed)
+    hits = {"seen": [], "unseen": [], "color": [], "shape": []}
+    for k, name in enumerate(names):
+        views = np.stack([single_object_view(rng, name, size=size).image for _ in range(views_per_class)])
+        image = F.normalize(model.encode_image(to_clip_input(views)), dim=-1)
+        pred = (image @ text.T).argmax(-1)
+        hits["unseen" if name in world.unseen else "seen"].extend((pred == k).tolist())
+        hits["color"].extend(names[j].split(" ")[0] == name.split(" ")[0] for j in pred.tolist())
+        hits["shape"].extend(names[j].split(" ")[1] == name.split(" ")[1] for j in pred.tolist())
+    return {k: float(np.mean(v)) for k, v in hits.items()}
+
+
+def hard_negative(rng: np.random.Generator, caption: str, part: Optional[str] = None) -> str:
+    """The caption with one thing's color or shape (``part``; default either) swapped,
+    NegCLIP-style: a random batch rarely holds two captions that differ only there, and
+    color alone separates most captions, so shape would otherwise get little signal.
+    Captions without things stay unchanged (masked out)."""
+    world = load_classes()
+    words = caption[:-1].split(" ")
+    slots = [i for i, w in enumerate(words) if w in world.colors and i + 1 < len(words) and words[i + 1] in world.shapes]
+    if not slots:
+        return caption
+    c = int(rng.choice(slots))
+    i = c + ({"color": 0, "shape": 1}[part] if part else int(rng.integers(0, 2)))
+    pool = list(world.colors) if i == c else list(world.shapes)
+    # Unseen things stay out of CLIP pretraining, as negatives too.
+    pool = [w for w in pool if w != words[i] and " ".join([w, words[c + 1]] if i == c else [words[c], w])
+            not in world.unseen]
+    words[i] = str(rng.choice(pool))
+    # Keep the articles right, or "an yellow" would give the negative away.
+    words = [("an" if words[k + 1][0] in "aeiou" else "a") if w in ("a", "an") and k + 1 < len(words) else w
+             for k, w in enumerate(words)]
+    return " ".join(words) + "."
+
+
+def contrastive_loss(image, text, captions, logit_scale, negatives=None, negative_captions=()):
+    """CLIP's symmetric loss; identical captions in a batch are all positives. Hard
+    negative texts, if given, are extra wrong answers for the image-to-text direction."""
+    image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+    logits = logit_scale * image @ text.T
+    same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32)
+    target = same / same.sum(-1, keepdim=True)
+    image_to_text = logits
+    if negatives is not None:
+        neg = logit_scale * image @ F.normalize(negatives, dim=-1).T
+        # A "negative" equal to some batch caption is no negative: mask it out.
+        valid = torch.tensor([n not in set(captions) for n in negative_captions])
+        image_to_text = torch.cat([logits, neg.masked_fill(~valid[None], -1e4)], dim=1)
+        target = torch.cat([target, torch.zeros_like(neg)], dim=1)
+    return (F.cross_entropy(image_to_text, target) + F.cross_entropy(logits.T, target[:, :len(captions)])) / 2
+
+
+def save_fp16(model, path: Path, meta: dict):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata={k: str(v) for k, v in meta.items()})
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--single-share", type=float, default=0.3, help="share of single-object views")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--shape-negatives", type=int, default=0,
+                   help="extra hard negatives per caption that swap a shape (beyond one color-or-shape swap)")
+    p.add_argument("--one-color", action="store_true", help="one color per batch (a shape curriculum)")
+    p.add_argument("--init", help="continue from this checkpoint (safetensors state dict) instead of random")
+    p.add_argument("--out", default="weights/shapes/clip.safetensors")
+    p.add_argument("--checkpoint", default="out/shapes/clip_last.safetensors",
+                   help="fp32 copy written at every evaluation (for inspection while training runs)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    register_clip_configs()
+    model = open_clip.create_model(MODEL)
+    tokenizer = open_clip.get_tokenizer(MODEL)
+    if args.init:
+        model.load_state_dict({k: v.float() for k, v in load_file(args.init).items()})
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
+    schedule = lambda s: min(1.0, (s + 1) / args.warmup) * 0.5 * (1 + math.cos(math.pi * s / args.steps))  # noqa
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    start = time.time()
+    bar = tqdm(range(args.steps), desc="CLIP", mininterval=5)
+    for step in bar:
+        rng = np.random.default_rng([args.seed, step])
+        images, captions = training_batch(rng, args.batch, args.size, args.single_share, args.one_color)
+        negative_captions = [hard_negative(rng, c) for c in captions] + [
+            hard_negative(rng, c, "shape") for _ in range(args.shape_negatives) for c in captions]
+        image, text, scale = model(to_clip_input(images), tokenizer(captions + negative_captions))
+        loss = contrastive_loss(image, text[:len(captions)], captions, scale, text[len(captions):], negative_captions)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{scale.item():.1f}")
+        if step % 20 == 0:
+            logging.info("step %d loss %.4f logit_scale %.2f lr %.2e elapsed %.0fs", step, loss.item(),
+                         scale.item(), sched.get_last_lr()[0], time.time() - start)
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            model.eval()
+            acc = zero_shot_accuracy(model, tokenizer)
+            model.train()
+            logging.info("step %d zero-shot single-object accuracy: seen %.3f unseen %.3f (color %.3f, shape "
+                         "%.3f)", step + 1, acc["seen"], acc["unseen"], acc["color"], acc["shape"])
+            Path(args.checkpoint).parent.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.checkpoint)
+    meta = {"model": MODEL, "steps": args.steps, "batch": args.batch, "seed": args.seed, "init": args.init,
+            "train_seconds": round(time.time() - start)}
+    save_fp16(model.eval(), Path(args.out), meta)
+    logging.info("wrote %s after %.0f s", args.out, time.time() - start)
+
+
+if __name__ == "__main__":
+    main()

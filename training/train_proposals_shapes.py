@@ -1,0 +1,124 @@
+"""Trains the tiny ShapesWorld Mask2Former class-agnostically: every ground-truth segment
+(thing or stuff) is one "object" class, so the model learns to propose masks, and its
+no-object probability becomes the pipeline's objectness.
+
+    .venv/bin/python training/train_proposals_shapes.py --steps 3000 --seed 0 \
+        --out weights/shapes/proposals
+
+Scenes hold seen classes only (ovseg_core/shapes/split.json): unseen things and stuff
+never take part in segmentation training. Scene i of step s has seed
+``numpy.random.default_rng([seed, s])``'s i-th draw, so the command reproduces the run.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ovseg_core.modeling.proposals import Mask2FormerProposals  # noqa: E402
+from ovseg_core.shapes.world import generate_scene, load_classes  # noqa: E402
+
+# The "tiny" architecture, widened a little so it can learn ShapesWorld in CPU minutes;
+# one label (object) for class-agnostic training.
+ARCH = dict(backbone_config=dict(embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8]),
+            feature_size=64, mask_feature_size=64, hidden_dim=64, encoder_feedforward_dim=128, encoder_layers=2,
+            decoder_layers=4, num_attention_heads=4, dim_feedforward=128, num_queries=24, num_labels=1,
+            train_num_points=2048)
+
+
+def training_batch(rng: np.random.Generator, batch: int, size: int):
+    """Seen-class scenes -> images [B, 3, H, W] in [0, 1] and per-image [N, H, W] masks."""
+    seen = load_classes().seen(load_classes().names)
+    scenes = [generate_scene(rng, size=size, num_things=(1, 6), classes=seen) for _ in range(batch)]
+    images = torch.from_numpy(np.stack([s.image for s in scenes])).permute(0, 3, 1, 2).float() / 255.0
+    masks = [torch.from_numpy(s.masks()).float() for s in scenes]
+    return images, masks
+
+
+@torch.no_grad()
+def proposal_recall(proposals: Mask2FormerProposals, num_scenes: int = 50, seed: int = 987_654, size: int = 128,
+                    classes=None, iou: float = 0.5) -> dict:
+    """Share of ground-truth segments (things / stuff, seen / unseen classes) that some
+    proposal covers with IoU > ``iou``."""
+    rng = np.random.default_rng(seed)
+    unseen = load_classes().unseen
+    hits = {"thing": [], "stuff": [], "seen": [], "unseen": []}
+    for _ in range(num_scenes):
+        scene = generate_scene(rng, size=size, classes=classes)
+        out = proposals(torch.from_numpy(scene.image).permute(2, 0, 1)[None].float() / 255.0)
+        pred = torch.nn.functional.interpolate(out.masks, size=(size, size), mode="bilinear",
+                                               align_corners=False)[0] > 0
+        gt = torch.from_numpy(scene.masks())
+        inter = (gt[:, None] & pred[None]).flatten(2).sum(-1).float()
+        union = (gt[:, None] | pred[None]).flatten(2).sum(-1).float()
+        best = (inter / union.clamp_min(1)).max(1).values
+        for seg, b in zip(scene.segments, best.tolist()):
+            hits["thing" if seg["isthing"] else "stuff"].append(b > iou)
+            hits["unseen" if seg["class_name"] in unseen else "seen"].append(b > iou)
+    return {k: float(np.mean(v)) for k, v in hits.items() if v}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--out", default="weights/shapes/proposals")
+    p.add_argument("--checkpoint", default="out/shapes/proposals_last",
+                   help="fp32 copy written at every evaluation (for inspection while training runs)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    proposals = Mask2FormerProposals.from_arch("tiny", **copy.deepcopy(ARCH))
+    model = proposals.model  # the wrapper keeps itself frozen; train the model inside it
+    model.requires_grad_(True)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+    schedule = lambda s: min(1.0, (s + 1) / args.warmup) * 0.5 * (1 + math.cos(math.pi * s / args.steps))  # noqa
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    seen = load_classes().seen(load_classes().names)
+    start = time.time()
+    bar = tqdm(range(args.steps), desc="Mask2Former", mininterval=5)
+    for step in bar:
+        images, masks = training_batch(np.random.default_rng([args.seed, step]), args.batch, args.size)
+        pixels = (images - proposals.pixel_mean) / proposals.pixel_std
+        out = model(pixel_values=pixels, mask_labels=masks,
+                    class_labels=[torch.zeros(len(m), dtype=torch.long) for m in masks])
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{out.loss.item():.3f}")
+        if step % 20 == 0:
+            logging.info("step %d loss %.4f lr %.2e elapsed %.0fs", step, out.loss.item(), sched.get_last_lr()[0],
+                         time.time() - start)
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            model.eval()
+            recall = proposal_recall(proposals, classes=seen)
+            model.train()
+            logging.info("step %d proposal recall (IoU > 0.5, seen scenes): things %.3f stuff %.3f", step + 1,
+                         recall["thing"], recall["stuff"])
+            proposals.save_pretrained(args.checkpoint)
+    model.eval()
+    copy.deepcopy(model).half().save_pretrained(args.out)
+    logging.info("wrote %s after %.0f s", args.out, time.time() - start)
+
+
+if __name__ == "__main__":
+    main()
