@@ -36,7 +36,7 @@ test: $(STAMP) $(ROS_STAMP)
 # The node on a camera stream played through real ROS topics, with a vocabulary change
 # half-way; writes overlays, a recording of the outputs and a latency summary.
 demo: $(STAMP) $(ROS_STAMP)
-	$(ROS_ENV) $(PY) -m ovseg_ros.demo --out out/demo --preset tiny --overlap-threshold 0.0
+	$(ROS_ENV) $(PY) -m ovseg_ros.demo --out out/demo
 
 # The library alone on one image (no ROS).
 demo-image: $(STAMP)

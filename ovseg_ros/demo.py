@@ -1,7 +1,8 @@
 """`make demo`: the node on two simulated cameras, over real ROS 2 topics.
 
 Starts the node in its own process, plays a camera stream made from what ships in the
-repository on two image topics, publishes a vocabulary change half-way, and writes
+repository (ShapesWorld scenes and the `shapes` preset trained here, by default) on two
+image topics, publishes a vocabulary change half-way, and writes
   overlays/      every overlay the node published (one PNG per frame and camera)
   outputs/       a rosbag2 (mcap) recording of the node's outputs, readable by rosbags/ROS 2
   latency.json   per-camera latency (publish -> result received) and node counters
@@ -39,6 +40,22 @@ def street_stream(num_frames: int) -> Callable[[int, int], np.ndarray]:
         x = int(round((t if camera == 0 else 1 - t) * (width - crop)))
         return np.ascontiguousarray(street[:, x:x + crop])
     return frame
+
+
+def shapes_stream(num_frames: int) -> Callable[[int, int], np.ndarray]:
+    """Two cameras panning across two ShapesWorld scenes (seeds 7 and 8), 128 px."""
+    from ovseg_core.shapes.world import camera_pan
+    pans = [camera_pan(seed, num_frames) for seed in (7, 8)]
+    return lambda camera, i: pans[camera][i].image
+
+
+def shapes_vocabularies():
+    """First half: every ShapesWorld class; second half: three circles and the stuff
+    classes, so things of other shapes lose their labels and the stuff keeps its own."""
+    from ovseg_core.shapes.world import load_classes
+    classes = load_classes()
+    second = ["red circle", "blue circle", "yellow circle", *classes.stuff]
+    return classes.vocabulary_text(), classes.vocabulary_text(second)
 
 
 def _stamp(msg, ns: int):
@@ -152,22 +169,37 @@ def _summary_picture(out: Path, names: List[str], frames: int):
             rows.append(np.hstack([cv2.imread(str(before[-1])), cv2.imread(str(after[-1]))]))
     if rows:
         width = max(r.shape[1] for r in rows)
-        cv2.imwrite(str(out / "summary.png"),
-                    np.vstack([cv2.copyMakeBorder(r, 0, 4, 0, width - r.shape[1], cv2.BORDER_CONSTANT)
-                               for r in rows]))
+        body = np.vstack([cv2.copyMakeBorder(r, 0, 4, 0, width - r.shape[1], cv2.BORDER_CONSTANT)
+                          for r in rows])
+        scale = max(1, 512 // width)     # small frames (ShapesWorld: 128 px) are hard to read
+        body = cv2.resize(body, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+        title = np.full((28, body.shape[1], 3), 255, np.uint8)
+        for x, text in ((6, "before the vocabulary change"), (body.shape[1] // 2 + 6, "after")):
+            cv2.putText(title, text, (x, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.imwrite(str(out / "summary.png"), np.vstack([title, body]))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="out/demo", type=Path)
-    p.add_argument("--preset", default="tiny")
+    p.add_argument("--world", choices=("shapes", "street"), default="shapes",
+                   help="shapes: ShapesWorld scenes with the trained `shapes` preset; street: "
+                        "assets/street.png (for presets trained on real images)")
+    p.add_argument("--preset", help="default: shapes for --world shapes, tiny for street")
     p.add_argument("--frames", type=int, default=20, help="frames per camera")
     p.add_argument("--rate", type=float, default=4.0, help="frames per second per camera")
     p.add_argument("--overlap-threshold", type=float, default=-1.0,
                    help="node parameter overlap_threshold (< 0: the preset's)")
     args = p.parse_args(argv)
-    summary = run(args.out, args.preset, args.frames, args.rate, STREET_VOCABULARIES,
-                  street_stream(args.frames), overlap_threshold=args.overlap_threshold)
+    if args.world == "shapes":
+        args.preset = args.preset or "shapes"
+        vocabularies, source = shapes_vocabularies(), shapes_stream(args.frames)
+    else:
+        args.preset = args.preset or "tiny"
+        vocabularies, source = STREET_VOCABULARIES, street_stream(args.frames)
+    print(f"vocabulary, first half: {vocabularies[0]}\nvocabulary, second half: {vocabularies[1]}")
+    summary = run(args.out, args.preset, args.frames, args.rate, vocabularies, source,
+                  overlap_threshold=args.overlap_threshold)
     for name, cam in summary["cameras"].items():
         print(f"{name}: {cam['results']} results, latency p50 {cam['latency_ms_p50']:.0f} ms, "
               f"p90 {cam['latency_ms_p90']:.0f} ms")
