@@ -116,6 +116,41 @@ def contrastive_loss(image, text, captions, logit_scale, negatives=None, negativ
     return (F.cross_entropy(image_to_text, target) + F.cross_entropy(logits.T, target[:, :len(captions)])) / 2
 
 
+def vocabulary_batch(rng: np.random.Generator, n: int, size: int, radius):
+    """``n`` single-object views of seen things (large: circumradius in ``radius``) and
+    the index of each thing among the seen things."""
+    world = load_classes()
+    seen = [t for t in world.things if t not in world.unseen]
+    labels = rng.integers(0, len(seen), n)
+    views = [single_object_view(rng, seen[k], size=size, radius=tuple(radius)) for k in labels.tolist()]
+    return np.stack([v.image for v in views]), torch.from_numpy(labels)
+
+
+def vocabulary_prompts():
+    """Texts of the full-vocabulary loss: every seen thing, then every shape and every
+    color alone (no unseen thing is ever written)."""
+    world = load_classes()
+    seen = [t for t in world.things if t not in world.unseen]
+    return ([f"a photo of a {t}." for t in seen], [f"a photo of a {s}." for s in world.shapes],
+            [f"a photo of a {c} thing." for c in world.colors])
+
+
+def vocabulary_loss(image, texts, labels, logit_scale, factor_weight: float):
+    """Image-to-text cross-entropy of single-object views against the texts of all seen
+    things (every confusable caption present, so shape must be looked at), plus, weighted
+    by ``factor_weight``, against the bare shape and color words."""
+    world = load_classes()
+    seen = [t for t in world.things if t not in world.unseen]
+    things, shapes, colors = texts
+    loss = F.cross_entropy(logit_scale * image @ things.T, labels)
+    if factor_weight > 0:
+        shape_of = torch.tensor([world.shapes.index(seen[k].split(" ")[1]) for k in labels.tolist()])
+        color_of = torch.tensor([list(world.colors).index(seen[k].split(" ")[0]) for k in labels.tolist()])
+        loss = loss + factor_weight * (F.cross_entropy(logit_scale * image @ shapes.T, shape_of)
+                                       + F.cross_entropy(logit_scale * image @ colors.T, color_of))
+    return loss
+
+
 def save_fp16(model, path: Path, meta: dict):
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
@@ -137,6 +172,14 @@ def main(argv=None):
     p.add_argument("--shape-negatives", type=int, default=0,
                    help="extra hard negatives per caption that swap a shape (beyond one color-or-shape swap)")
     p.add_argument("--one-color", action="store_true", help="one color per batch (a shape curriculum)")
+    p.add_argument("--vocab-share", type=float, default=0.0,
+                   help="share of each batch that are large single-object views trained against the prompts of "
+                        "all seen things (full-vocabulary contrastive loss) instead of captions")
+    p.add_argument("--vocab-radius", type=float, nargs=2, default=(20, 56),
+                   help="circumradius range (px) of the things in those views")
+    p.add_argument("--vocab-weight", type=float, default=1.0, help="weight of the full-vocabulary loss")
+    p.add_argument("--factor-weight", type=float, default=0.0,
+                   help="weight of the extra shape-only / color-only prompt losses on those views")
     p.add_argument("--init", help="continue from this checkpoint (safetensors state dict) instead of random")
     p.add_argument("--out", default="weights/shapes/clip.safetensors")
     p.add_argument("--checkpoint", default="out/shapes/clip_last.safetensors",
@@ -159,13 +202,29 @@ def main(argv=None):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     start = time.time()
     bar = tqdm(range(args.steps), desc="CLIP", mininterval=5)
+    n_vocab = int(round(args.batch * args.vocab_share))
+    prompts = vocabulary_prompts()
     for step in bar:
         rng = np.random.default_rng([args.seed, step])
-        images, captions = training_batch(rng, args.batch, args.size, args.single_share, args.one_color)
+        images, captions = training_batch(rng, args.batch - n_vocab, args.size, args.single_share, args.one_color)
         negative_captions = [hard_negative(rng, c) for c in captions] + [
             hard_negative(rng, c, "shape") for _ in range(args.shape_negatives) for c in captions]
-        image, text, scale = model(to_clip_input(images), tokenizer(captions + negative_captions))
-        loss = contrastive_loss(image, text[:len(captions)], captions, scale, text[len(captions):], negative_captions)
+        if not n_vocab:
+            image, text, scale = model(to_clip_input(images), tokenizer(captions + negative_captions))
+            loss = contrastive_loss(image, text[:len(captions)], captions, scale, text[len(captions):],
+                                    negative_captions)
+        else:
+            views, labels = vocabulary_batch(rng, n_vocab, args.size, args.vocab_radius)
+            image = model.encode_image(to_clip_input(np.concatenate([images, views])), normalize=True)
+            flat = [t for group in prompts for t in group]
+            text = model.encode_text(tokenizer(captions + negative_captions + flat), normalize=True)
+            scale = model.logit_scale.exp()
+            n, m = len(captions), len(captions) + len(negative_captions)
+            sizes = [len(g) for g in prompts]
+            groups = torch.split(text[m:], sizes)
+            loss = args.vocab_weight * vocabulary_loss(image[n:], groups, labels, scale, args.factor_weight)
+            if n:
+                loss = loss + contrastive_loss(image[:n], text[:n], captions, scale, text[n:m], negative_captions)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -186,6 +245,7 @@ def main(argv=None):
             Path(args.checkpoint).parent.mkdir(parents=True, exist_ok=True)
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.checkpoint)
     meta = {"model": MODEL, "steps": args.steps, "batch": args.batch, "seed": args.seed, "init": args.init,
+            "vocab_share": args.vocab_share, "factor_weight": args.factor_weight,
             "train_seconds": round(time.time() - start)}
     save_fp16(model.eval(), Path(args.out), meta)
     logging.info("wrote %s after %.0f s", args.out, time.time() - start)
