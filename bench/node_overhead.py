@@ -9,8 +9,9 @@
 
 The node runs in its own process (Fast DDS on loopback), as on a robot; frames are
 640x480 rgb8 published one at a time (each waits for its result), so no frame is dropped
-and nothing queues. Times are medians over N frames after warm-up. Both sides share the
-machine's cores; the direct call runs while the node is idle.
+and nothing queues. Each frame is first segmented directly in this process (the node
+idles), then published to the node, so both see the same background load; times are
+medians over N frames after a warm-up frame.
 
     source tools/ros_env.sh && python bench/node_overhead.py [--frames N] [--presets tiny,vitb16]
 """
@@ -52,24 +53,21 @@ def frames(n: int):
     return [rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def direct_latency(preset: str, images) -> float:
+def direct_segmenter(preset: str):
+    """The node's segmentation, built in this process with the node's seed."""
     import torch
 
     from ovseg_core.build import build_segmenter
     torch.manual_seed(0)
     segmenter = build_segmenter(preset, device="cpu")
     segmenter.encode_vocabulary(VOCAB)
-    segmenter([images[0]], VOCAB)      # warm-up
-    times = []
-    for image in images:
-        start = time.perf_counter()
-        segmenter([image], VOCAB)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return lambda image: segmenter([image], VOCAB)
 
 
-def node_latencies(preset: str, images, tmp: Path, cameras: int = 1, max_batch: int = 4):
-    """Median publish->result time for one camera, or pair throughput for two."""
+def node_latencies(preset: str, images, tmp: Path, cameras: int = 1, max_batch: int = 4, direct=None):
+    """Median publish->result time (for two cameras: per pair of frames). With ``direct``,
+    the same frame is also segmented in this process right before it is published, so
+    load from elsewhere on the machine hits both alike; returns (node, direct) medians."""
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
@@ -93,18 +91,24 @@ def node_latencies(preset: str, images, tmp: Path, cameras: int = 1, max_batch: 
         probe.wait_for(lambda: any(m.state == "active" for m in probe.messages("/ovseg/status")),
                        timeout=600, what="the node", node=node)
         time.sleep(1.0)   # let discovery settle
-        times = []
+        times, direct_times = [], []
         for i, image in enumerate([images[0]] + list(images)):   # the first is the warm-up
             msg = Image(height=HEIGHT, width=WIDTH, encoding="rgb8", step=WIDTH * 3,
                         data=image.tobytes(), header=Header(frame_id="cam"))
             msg.header.stamp.sec = i + 1
+            if direct is not None:
+                start = time.perf_counter()
+                direct(image)
+                direct_times.append(time.perf_counter() - start)
             start = time.perf_counter()
             for pub in pubs:
                 pub.publish(msg)
             probe.wait_for(lambda: all(any(m.header.stamp.sec == i + 1 for m in probe.messages(o))
                                        for o in outs), timeout=600, what="a result", node=node)
             times.append(time.perf_counter() - start)
-        return statistics.median(times[1:])
+        if direct is None:
+            return statistics.median(times[1:])
+        return statistics.median(times[1:]), statistics.median(direct_times[1:])
     finally:
         probe.close()
         node.stop()
@@ -121,8 +125,7 @@ def main():
         tmp = Path(tmp)
         for name in args.presets.split(","):
             preset = preset_file(name, tmp)
-            direct = direct_latency(preset, images)
-            node = node_latencies(preset, images, tmp)
+            node, direct = node_latencies(preset, images, tmp, direct=direct_segmenter(preset))
             over = node - direct
             limit = max(0.10 * direct, 0.015)
             rows.append(f"(a) {name:7s} direct {direct * 1000:8.1f} ms  node {node * 1000:8.1f} ms  "
