@@ -1,7 +1,6 @@
 """launch/ovseg.launch.py needs launch_ros, which PyPI does not have: check what can be
 checked here (it parses, declares the promised arguments and starts our executable)."""
 import ast
-
 from pathlib import Path
 
 LAUNCH = Path(__file__).resolve().parent.parent / "launch" / "ovseg.launch.py"
