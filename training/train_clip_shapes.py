@@ -52,6 +52,8 @@ def training_batch(rng: np.random.Generator, batch: int, size: int, single_share
         color = str(rng.choice(list(world.colors)))
         allowed = [n for n in allowed if n in world.stuff or n.startswith(color + " ")]
     things = [n for n in world.things if n in allowed]
+    if batch == 0:
+        return np.zeros((0, size, size, 3), np.uint8), []
     scenes = [single_object_view(rng, str(rng.choice(things)), size=size) if rng.random() < single_share
               else generate_scene(rng, size=size, num_things=(0, 4), classes=allowed) for _ in range(batch)]
     return np.stack([s.image for s in scenes]), [s.caption for s in scenes]
