@@ -30,6 +30,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ovseg_core.build import build_segmenter  # noqa: E402
 from ovseg_core.config import load_preset, resolve_path  # noqa: E402
+from ovseg_core.evaluation import PQStat, SemanticStat, pq_image  # noqa: E402
 from ovseg_core.modeling.proposals import OracleProposals  # noqa: E402
 from ovseg_core.shapes.world import Scene, generate_scene, load_classes  # noqa: E402
 from ovseg_core.vocabulary import Vocabulary  # noqa: E402
@@ -38,91 +39,53 @@ from train_clip_shapes import MODEL, zero_shot_accuracy  # noqa: E402
 from train_proposals_shapes import proposal_recall  # noqa: E402
 
 
-class PanopticScore:
-    """Accumulates panopticapi's per-class TP / FP / FN / IoU sums and a pixel confusion
-    matrix for mIoU, over images whose classes index one fixed class list."""
-
-    def __init__(self, num_classes: int):
-        self.k = num_classes
-        self.iou = np.zeros(num_classes)
-        self.tp = np.zeros(num_classes)
-        self.fp = np.zeros(num_classes)
-        self.fn = np.zeros(num_classes)
-        self.confusion = np.zeros((num_classes, num_classes), np.int64)
-
-    def add(self, gt_map: np.ndarray, gt_class: Dict[int, int], pred_map: np.ndarray, pred_class: Dict[int, int],
-            gt_semantic: np.ndarray, pred_semantic: np.ndarray) -> None:
-        """Maps are int segment ids (pred 0 = unlabeled); *_class map segment id -> class index."""
-        self.confusion += np.bincount(gt_semantic.ravel().astype(np.int64) * self.k + pred_semantic.ravel(),
-                                      minlength=self.k * self.k).reshape(self.k, self.k)
-        pairs, inter = np.unique(gt_map.astype(np.int64) << 32 | pred_map.astype(np.int64), return_counts=True)
-        gt_area = dict(zip(*np.unique(gt_map, return_counts=True)))
-        pred_area = dict(zip(*np.unique(pred_map, return_counts=True)))
-        matched_gt, matched_pred = set(), set()
-        for pair, n in zip(pairs.tolist(), inter.tolist()):
-            g, p = pair >> 32, pair & 0xFFFFFFFF
-            if p == 0 or g not in gt_class or p not in pred_class or gt_class[g] != pred_class[p]:
-                continue
-            iou = n / (gt_area[g] + pred_area[p] - n)
-            if iou > 0.5:
-                self.tp[gt_class[g]] += 1
-                self.iou[gt_class[g]] += iou
-                matched_gt.add(g)
-                matched_pred.add(p)
-        for g, c in gt_class.items():
-            self.fn[c] += g not in matched_gt
-        for p, c in pred_class.items():
-            self.fp[c] += p not in matched_pred
-
-    def summary(self, groups: Dict[str, Sequence[int]]) -> Dict[str, Dict[str, float]]:
-        """PQ, SQ, RQ and mIoU (in %) averaged over each group of class indices."""
-        counted = self.tp + self.fp + self.fn > 0
-        denom = self.tp + 0.5 * self.fp + 0.5 * self.fn
-        pq = np.divide(self.iou, denom, out=np.zeros(self.k), where=denom > 0)
-        sq = np.divide(self.iou, self.tp, out=np.zeros(self.k), where=self.tp > 0)
-        rq = np.divide(self.tp, denom, out=np.zeros(self.k), where=denom > 0)
-        diag = np.diag(self.confusion).astype(float)
-        union = self.confusion.sum(0) + self.confusion.sum(1) - diag
-        present = self.confusion.sum(1) > 0
-        iou = np.divide(diag, union, out=np.zeros(self.k), where=union > 0)
-        out = {}
-        for name, idx in groups.items():
-            idx = np.asarray(idx)
-            c, p = idx[counted[idx]], idx[present[idx]]
-            out[name] = {"PQ": 100 * pq[c].mean() if len(c) else float("nan"),
-                         "SQ": 100 * sq[c].mean() if len(c) else float("nan"),
-                         "RQ": 100 * rq[c].mean() if len(c) else float("nan"),
-                         "mIoU": 100 * iou[p].mean() if len(p) else float("nan"),
-                         "classes": int(len(c))}
-        return out
+def group_summary(pq: PQStat, sem: SemanticStat, vocab: Vocabulary,
+                  groups: Dict[str, Sequence[int]]) -> Dict[str, Dict[str, float]]:
+    """PQ, SQ, RQ (over classes with TP + FP + FN > 0) and mIoU (over classes in the GT),
+    in %, averaged over each group of class indices (e.g. seen / unseen)."""
+    per_pq = pq.summary(vocab.names, vocab.is_thing)["per_class"]
+    per_iou = sem.summary(vocab.names)["per_class"]
+    out = {}
+    for name, idx in groups.items():
+        counted = [per_pq[vocab.names[i]] for i in idx if per_pq[vocab.names[i]]["present"]]
+        ious = [per_iou[vocab.names[i]]["iou"] for i in idx if per_iou[vocab.names[i]]["iou"] is not None]
+        out[name] = {key.upper(): 100 * float(np.mean([c[key] for c in counted])) if counted else float("nan")
+                     for key in ("pq", "sq", "rq")}
+        out[name]["mIoU"] = 100 * float(np.mean(ious)) if ious else float("nan")
+        out[name]["classes"] = len(counted)
+    return out
 
 
-def _gt(scene: Scene):
-    return {s["id"]: s["category_id"] - 1 for s in scene.segments}
+def _gt(scene: Scene) -> List[dict]:
+    """GT segments with class indices (category ids are index + 1), none crowd."""
+    return [{"id": s["id"], "category_id": s["category_id"] - 1, "iscrowd": 0} for s in scene.segments]
 
 
 def evaluate_segmenter(segmenter, scenes: List[Scene], vocab: Vocabulary, groups) -> dict:
     """PQ / mIoU with predicted and oracle masks, and oracle segment accuracy."""
     k = len(vocab)
-    scores = {"predicted masks": PanopticScore(k), "oracle masks": PanopticScore(k)}
+    keys = ("predicted masks", "oracle masks")
+    pq = {key: PQStat(k) for key in keys}
+    sem = {key: SemanticStat(k) for key in keys}
     oracle = OracleProposals()
     correct = defaultdict(list)
     unseen = load_classes().unseen
     for scene in tqdm(scenes, desc="eval", file=sys.stderr):
-        gt_class = _gt(scene)
+        gt_segments = _gt(scene)
         gt_semantic = scene.semantic_map()
         proposals = oracle([scene.masks()])
-        for key, props in (("predicted masks", None), ("oracle masks", proposals)):
+        for key, props in zip(keys, (None, proposals)):
             r = segmenter(scene.image, vocab, proposals=props)
-            scores[key].add(scene.segment_map, gt_class, r.segment_map, {s.id: s.class_index for s in r.segments},
-                            gt_semantic, r.semantic_map)
+            pq[key] += pq_image(scene.segment_map, gt_segments, r.segment_map,
+                                [{"id": s.id, "category_id": s.class_index} for s in r.segments], k)
+            sem[key].update(r.semantic_map, gt_semantic)
         image = torch.from_numpy(scene.image).permute(2, 0, 1)[None].float() / 255.0
         with torch.no_grad():
             _, probs = segmenter.predict(image.to(segmenter.device), vocab, proposals)
         pred = probs[0, :, :k].argmax(-1).tolist()
         for seg, p in zip(scene.segments, pred):
             correct["unseen" if seg["class_name"] in unseen else "seen"].append(p == seg["category_id"] - 1)
-    result = {key: s.summary(groups) for key, s in scores.items()}
+    result = {key: group_summary(pq[key], sem[key], vocab, groups) for key in keys}
     result["oracle segment accuracy"] = {key: 100 * float(np.mean(v)) for key, v in correct.items()}
     result["oracle segment accuracy"]["chance"] = 100 / k
     return result
