@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import array
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -211,6 +211,7 @@ def vocabulary_from_request(text: str, classes) -> Vocabulary:
     return Vocabulary.parse(text)
 
 
-def header_stamp_ns(header) -> Optional[int]:
+def header_stamp_ns(header) -> int:
+    """A header's stamp as one integer (ns), for ordering and matching frames."""
     stamp = header.stamp
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)

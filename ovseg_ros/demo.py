@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from .convert import header_stamp_ns
+
 REPO = Path(__file__).resolve().parent.parent
 CAMERAS = ("/front/image_raw", "/rear/image_raw")
 STREET_VOCABULARIES = ("car; road [stuff]; building [stuff]; sky [stuff]",
@@ -111,7 +113,7 @@ def run(out: Path, preset: str, frames: int, rate: float, vocabularies, source,
                 pub.publish(msg)
             time.sleep(1.0 / rate)
         last = 1_000_000_000 * frames
-        probe.wait_for(lambda: all(any(_ns(m.header) >= last for m in probe.messages(f"/ovseg/{n}/panoptic"))
+        probe.wait_for(lambda: all(any(header_stamp_ns(m.header) >= last for m in probe.messages(f"/ovseg/{n}/panoptic"))
                                    for n in names), timeout=120, what="the last results", node=node)
         time.sleep(1.0)
         return _write(out, probe, node, names, sent, outputs, rosbags_typestore(), serialize_message,
@@ -119,10 +121,6 @@ def run(out: Path, preset: str, frames: int, rate: float, vocabularies, source,
     finally:
         probe.close()
         node.stop()
-
-
-def _ns(header) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 def _write(out, probe, node, names, sent, outputs, typestore, serialize, Writer, StoragePlugin,
@@ -133,13 +131,13 @@ def _write(out, probe, node, names, sent, outputs, typestore, serialize, Writer,
         with probe.lock:
             received = list(probe.received[f"/ovseg/{n}/panoptic"])
         for t, msg in received:
-            stamps.setdefault(_ns(msg.header), t)
+            stamps.setdefault(header_stamp_ns(msg.header), t)
         lat = np.array([(t - sent[s]) * 1000 for s, t in stamps.items() if s in sent])
         summary["cameras"][n] = {
             "results": len(stamps), "latency_ms_p50": float(np.percentile(lat, 50)),
             "latency_ms_p90": float(np.percentile(lat, 90)), "latency_ms_max": float(lat.max())}
         for msg in probe.messages(f"/ovseg/{n}/overlay"):
-            index = _ns(msg.header) // 1_000_000_000
+            index = header_stamp_ns(msg.header) // 1_000_000_000
             cv2.imwrite(str(out / "overlays" / f"{n}_{index:03d}.png"),
                         cv2.cvtColor(image_to_rgb(msg), cv2.COLOR_RGB2BGR))
     status = probe.messages("/ovseg/status")[-1]

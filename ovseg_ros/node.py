@@ -32,8 +32,8 @@ from ovseg.srv import SetVocabulary
 from ovseg_core.visualize import overlay
 from ovseg_core.vocabulary import Vocabulary as CoreVocabulary
 
-from .convert import (BadImage, MessageTypes, label_image, panoptic_message, rclpy_buffer,
-                      rgb_image, to_rgb, vocabulary_from_request, vocabulary_message)
+from .convert import (BadImage, MessageTypes, header_stamp_ns, label_image, panoptic_message,
+                      rclpy_buffer, rgb_image, to_rgb, vocabulary_from_request, vocabulary_message)
 
 TYPES = MessageTypes(Image=Image, RegionOfInterest=RegionOfInterest, Segment=Segment,
                      PanopticResult=PanopticResult, VocabularyClass=VocabularyClass,
@@ -104,10 +104,6 @@ class Camera:
         while times and times[0] < now - _RATE_WINDOW_S:
             times.popleft()
         return len(times) / _RATE_WINDOW_S
-
-
-def _stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 class SegmentationNode(LifecycleNode):
@@ -349,7 +345,7 @@ class SegmentationNode(LifecycleNode):
         while self._running:
             frames = []
             for cam, msg, received in self._take():
-                stamp = _stamp_ns(msg.header)
+                stamp = header_stamp_ns(msg.header)
                 if stamp < cam.last_stamp_ns:   # out of order: never publish older than before
                     with self._cond:
                         cam.dropped += 1
@@ -380,7 +376,7 @@ class SegmentationNode(LifecycleNode):
                 done = time.monotonic()
                 with self._cond:
                     cam.processed += 1
-                    cam.last_stamp_ns = _stamp_ns(msg.header)
+                    cam.last_stamp_ns = header_stamp_ns(msg.header)
                     cam.completions.append(done)
                     cam.latencies_ms.append((done - received) * 1000.0)
 

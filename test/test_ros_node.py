@@ -17,7 +17,7 @@ from std_msgs.msg import Header, String  # noqa: E402
 
 from ovseg.msg import PanopticResult, Status, Vocabulary, VocabularyClass  # noqa: E402
 from ovseg.srv import SetVocabulary  # noqa: E402
-from ovseg_ros.convert import label_array  # noqa: E402
+from ovseg_ros.convert import header_stamp_ns as stamp_ns, label_array  # noqa: E402
 from ovseg_ros.harness import REPO, NodeProcess, Probe, isolated_env  # noqa: E402
 
 CAMERAS = ["/cam_a/image_raw", "/cam_b/image_raw", "/cam_c/image_raw/compressed"]
@@ -65,10 +65,6 @@ def jpeg_msg(stamp_ns: int, height=40, width=56, frame="cam_c"):
     msg.header = Header(frame_id=frame)
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
     return msg
-
-
-def stamp_ns(header) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 def find(probe, topic, stamp):
