@@ -39,14 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 from rosbags.convert.converter import LATCH, create_connections_converters
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 from tqdm import tqdm
 
-from ovseg_core.evaluation import PQStat, SemanticStat, pq_image
+from ovseg_core.evaluation import PQStat, SemanticStat, pq_prediction, resize_labels
 from ovseg_core.evaluation.panoptic import format_table
 from ovseg_core.panoptic_io import read_panoptic_png
 from ovseg_core.structures import PanopticResult
@@ -561,25 +560,19 @@ def evaluate_bag(bag: Path, image_topics: Sequence[str], gt: GroundTruth, progre
             gt_segments = [{**s, "category_id": cat_index[s["category_id"]]} for s in ann["segments_info"]]
             lut = _class_lut(msg.class_names, gt)
             pred_map = label_array(msg.id_image)
-            if pred_map.shape != gt_map.shape:
-                if pred_map.size == 0:
-                    raise BagError(f"{where}: the frame could not be decoded (empty result) "
-                                   f"but has ground truth; fix or remove that GT image")
-                pred_map = cv2.resize(pred_map.astype(np.int32), gt_map.shape[::-1], interpolation=cv2.INTER_NEAREST)
-            present = set(np.unique(pred_map).tolist())
-            pred_segments = [{"id": s.id, "category_id": int(lut[s.class_index])} for s in msg.segments
-                             if s.id in present]
+            if pred_map.size == 0:
+                raise BagError(f"{where}: the frame could not be decoded (empty result) "
+                               f"but has ground truth; fix or remove that GT image")
             for s in msg.segments:
                 if lut[s.class_index] == n:
                     unknown[s.class_name] = unknown.get(s.class_name, 0) + 1
-            pq += pq_image(gt_map, gt_segments, pred_map, pred_segments, n + 1)
+            pq += pq_prediction(gt_map, gt_segments, pred_map,
+                                [{"id": s.id, "category_id": int(lut[s.class_index])} for s in msg.segments], n + 1)
             labels = np.full(gt_map.shape, sem.ignore_label, np.int64)
             for s in gt_segments:
                 labels[gt_map == s["id"]] = s["category_id"]
             if key in semantic:
-                classes = label_array(semantic.pop(key))
-                if classes.shape != gt_map.shape:
-                    classes = cv2.resize(classes.astype(np.int32), gt_map.shape[::-1], interpolation=cv2.INTER_NEAREST)
+                classes = resize_labels(label_array(semantic.pop(key)), gt_map.shape)
                 sem.update(lut[classes], labels)
             matched.add(key)
     is_thing = [bool(c.get("isthing", 0)) for c in gt.categories]

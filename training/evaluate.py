@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ovseg_core.config import preset_names  # noqa: E402
 from ovseg_core.datasets import DATASETS, EvalDataset, load_dataset  # noqa: E402
 from ovseg_core.datasets.base import load_metadata, prompt_words  # noqa: E402
-from ovseg_core.evaluation import MaskAccuracy, OracleClassifier, PQStat, SemanticStat, pq_image  # noqa: E402
+from ovseg_core.evaluation import (MaskAccuracy, OracleClassifier, PQStat, SemanticStat,  # noqa: E402
+                                   pq_prediction, resize_labels)
 from ovseg_core.evaluation.panoptic import format_table  # noqa: E402
 from ovseg_core.modeling.proposals import OracleProposals  # noqa: E402
 from ovseg_core.visualize import overlay  # noqa: E402
@@ -65,16 +66,6 @@ def test_size(height: int, width: int, short: int, max_long: int) -> Tuple[int, 
         scale = max_long / max(new_h, new_w)
         new_h, new_w = new_h * scale, new_w * scale
     return int(new_h + 0.5), int(new_w + 0.5)
-
-
-def resize_nearest(labels: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """Label maps between the test size and the GT size (pixel centres, no new values)."""
-    h, w = labels.shape
-    if (h, w) == tuple(size):
-        return labels
-    rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(np.int64), h - 1)
-    cols = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(np.int64), w - 1)
-    return labels[rows[:, None], cols[None, :]]
 
 
 class LogitRecorder(nn.Module):
@@ -165,7 +156,7 @@ def evaluate_image(segmenter, data: EvalDataset, vocab, i: int, args, recorder: 
     panoptic = data.load_panoptic(i) if data.has_panoptic else None
     if args.masks == "oracle" or oracle is not None:
         index, classes = data.gt_segment_index(i, panoptic)
-        index = resize_nearest(index, size)
+        index = resize_labels(index, size)
     proposals = None
     if args.masks == "oracle":
         masks = index[None] == np.arange(1, len(classes) + 1)[:, None, None]
@@ -181,15 +172,14 @@ def evaluate_image(segmenter, data: EvalDataset, vocab, i: int, args, recorder: 
     num_classes = len(vocab)
     if data.has_panoptic:
         gt_map, gt_segments = panoptic
-        pred_map = resize_nearest(result.segment_map, gt_size)
-        present = set(np.unique(pred_map).tolist())
-        pred_segments = [{"id": s.id, "category_id": s.class_index} for s in result.segments if s.id in present]
-        sums = pq_image(gt_map, gt_segments, pred_map, pred_segments, num_classes).sums
+        sums = pq_prediction(gt_map, gt_segments, result.segment_map,
+                             [{"id": s.id, "category_id": s.class_index} for s in result.segments],
+                             num_classes).sums
         rows = np.nonzero(sums.any(1))[0]
         record["pq"] = (rows, sums[rows])
     if data.has_semantic:
         record["semantic"] = SemanticStat(num_classes, data.ignore_label).update(
-            resize_nearest(result.semantic_map, gt_size), data.load_semantic(i)).matrix
+            resize_labels(result.semantic_map, gt_size), data.load_semantic(i)).matrix
     if args.masks == "oracle" and oracle is None and classes:
         predicted = recorder.logits[0, :len(classes), :num_classes].argmax(-1).cpu().numpy()
         record["mask_accuracy"] = MaskAccuracy(num_classes).update(classes, predicted).counts

@@ -5,7 +5,7 @@ Every statistic is a plain array that adds up (per-class sums, confusion matrice
 shards of a split evaluated in other processes or machines merge to exactly the numbers
 of a single run."""
 from .classification import MaskAccuracy, OracleClassifier
-from .panoptic import PQStat, pq_compute, pq_image
+from .panoptic import PQStat, pq_compute, pq_image, pq_prediction, resize_labels
 from .semantic import SemanticStat
 
-__all__ = ["PQStat", "pq_image", "pq_compute", "SemanticStat", "MaskAccuracy", "OracleClassifier"]
+__all__ = ["PQStat", "pq_image", "pq_prediction", "pq_compute", "resize_labels", "SemanticStat", "MaskAccuracy", "OracleClassifier"]

@@ -27,7 +27,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -110,6 +110,28 @@ def _index_map(id_map: np.ndarray, ids: np.ndarray) -> np.ndarray:
         _lut[0] = _UNSET
     codes[codes == _UNSET] = n + 1
     return codes
+
+
+def resize_labels(labels: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Label or id maps to another size, nearest by pixel centre (no new values), e.g. a
+    prediction made at the test size back to the GT size."""
+    h, w = labels.shape
+    if (h, w) == tuple(size):
+        return labels
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(np.int64), w - 1)
+    return labels[rows[:, None], cols[None, :]]
+
+
+def pq_prediction(gt_map: np.ndarray, gt_segments: Sequence[dict], pred_map: np.ndarray,
+                  pred_segments: Sequence[dict], num_categories: int) -> "PQStat":
+    """:func:`pq_image` for a prediction of any size: its map is resized to the GT's and
+    segments that vanish in the resize are dropped (panopticapi wants exactly the ids
+    in the map)."""
+    pred_map = resize_labels(np.asarray(pred_map), np.asarray(gt_map).shape)
+    present = set(np.unique(pred_map).tolist())
+    return pq_image(gt_map, gt_segments, pred_map, [s for s in pred_segments if s["id"] in present],
+                    num_categories)
 
 
 def read_id_png(path: str) -> np.ndarray:
