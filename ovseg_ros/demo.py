@@ -67,15 +67,11 @@ def _stamp(msg, ns: int):
 def run(out: Path, preset: str, frames: int, rate: float, vocabularies, source,
         **params) -> dict:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from rclpy.serialization import serialize_message
-    from rosbags.rosbag2 import StoragePlugin, Writer
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header, String
 
     from ovseg.msg import PanopticResult, Status, Vocabulary
-    from .convert import image_to_rgb
     from .harness import NodeProcess, Probe, isolated_env
-    from .interfaces import rosbags_typestore
 
     os.environ.update(isolated_env())
     shutil.rmtree(out, ignore_errors=True)
@@ -116,15 +112,20 @@ def run(out: Path, preset: str, frames: int, rate: float, vocabularies, source,
         probe.wait_for(lambda: all(any(header_stamp_ns(m.header) >= last for m in probe.messages(f"/ovseg/{n}/panoptic"))
                                    for n in names), timeout=120, what="the last results", node=node)
         time.sleep(1.0)
-        return _write(out, probe, node, names, sent, outputs, rosbags_typestore(), serialize_message,
-                      Writer, StoragePlugin, image_to_rgb, frames)
+        return _write(out, probe, names, sent, outputs, frames)
     finally:
         probe.close()
         node.stop()
 
 
-def _write(out, probe, node, names, sent, outputs, typestore, serialize, Writer, StoragePlugin,
-           image_to_rgb, frames) -> dict:
+def _write(out, probe, names, sent, outputs, frames) -> dict:
+    """What the probe received -> overlays, the recording, latency.json, summary.png."""
+    from rclpy.serialization import serialize_message as serialize
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from .convert import image_to_rgb
+    from .interfaces import rosbags_typestore
+    typestore = rosbags_typestore()
     summary = {"cameras": {}, "frames_per_camera": frames}
     for n in names:
         stamps = {}
