@@ -1,13 +1,14 @@
 """The shipped ShapesWorld weights (`shapes` preset) segment and label what was drawn.
 
 Tolerance: the drawn red circle counts as found when the predicted segment that overlaps
-it most is labeled "red circle" and matches it with IoU > 0.5, the criterion PQ uses for
-a true positive. The scenes are generated from seeds the models never trained on.
+it most matches it with IoU > 0.5 (the criterion PQ uses for a true positive) and names
+its color. The scenes are generated from seeds the models never trained on.
 
-Caveat (README): the shipped CLIP knows colors and stuff but not yet shapes, and
-"circle" is the shape it says most often; so the red-circle test witnesses the mask and
-the color, not shape recognition. The shape test is a strict xfail that turns into a
-failure (to be flipped) once a CLIP that knows shapes is shipped.
+Caveat (README, ShapesWorld results): the shipped CLIP names colors and stuff through
+the frozen mask-attention classifier, but a thing's shape there only about as often as
+chance (on whole single-object views it does better than chance). So the tests that need
+the shape, "red circle" exactly, are strict xfails: they fail (to be flipped) once a
+CLIP or classifier that names shapes in scenes is shipped.
 """
 
 import numpy as np
@@ -45,15 +46,36 @@ def _iou(a, b):
     return (a & b).sum() / max(1, (a | b).sum())
 
 
+def _covering_segment(result, truth):
+    overlaps = {s.id: (result.segment_map[truth] == s.id).sum() for s in result.segments}
+    best = max(result.segments, key=lambda s: overlaps[s.id])
+    return best, [(s.class_name, int(overlaps[s.id])) for s in result.segments]
+
+
+@pytest.mark.parametrize("spec", SCENES, ids=["grass-sky", "road-sand"])
+def test_the_drawn_red_circle_is_found_and_its_color_named(segmenter, vocabulary, spec):
+    scene = _scene(spec)
+    truth = scene.segment_map == scene.segment_of("red circle")["id"]
+    result = segmenter(scene.image, vocabulary)
+    best, table = _covering_segment(result, truth)
+    assert best.is_thing and best.class_name.startswith("red "), table
+    assert _iou(result.segment_map == best.id, truth) > 0.5, table
+
+
+SHAPES_AT_CHANCE = pytest.mark.xfail(
+    strict=True, reason="through the frozen mask-attention classifier the shipped CLIP names a thing's shape "
+                        "about as often as chance (README, ShapesWorld results)")
+
+
+@SHAPES_AT_CHANCE
 @pytest.mark.parametrize("spec", SCENES, ids=["grass-sky", "road-sand"])
 def test_the_drawn_red_circle_is_labeled_red_circle(segmenter, vocabulary, spec):
     scene = _scene(spec)
     truth = scene.segment_map == scene.segment_of("red circle")["id"]
     result = segmenter(scene.image, vocabulary)
-    overlaps = {s.id: (result.segment_map[truth] == s.id).sum() for s in result.segments}
-    best = max(result.segments, key=lambda s: overlaps[s.id])
-    assert best.class_name == "red circle", [(s.class_name, overlaps[s.id]) for s in result.segments]
-    assert _iou(result.segment_map == best.id, truth) > 0.5
+    best, table = _covering_segment(result, truth)
+    assert best.class_name == "red circle", table
+    assert _iou(result.segment_map == best.id, truth) > 0.5, table
 
 
 def _oracle_predictions(segmenter, vocabulary, seeds):
@@ -74,20 +96,20 @@ ORACLE_SEEDS = range(600_000, 600_012)
 
 
 def test_oracle_masks_get_their_colors_and_stuff(segmenter, vocabulary):
-    """What the shipped CLIP has learned: colors and stuff. Over 100 scenes it names a
-    thing's color 66% of the time (chance 1/6) and the stuff class 54% (chance 1/8); the
-    bounds leave about two standard deviations for these 12 scenes."""
+    """What the shipped CLIP names through mask tokens: colors and stuff. Over 100 scenes
+    (eval_shapes) it names a thing's color 86% of the time (chance 1/6) and the stuff
+    class 79% (chance 1/8); the bounds leave about two standard deviations for the ~37
+    things and ~24 stuff regions of these 12 scenes."""
     world = load_classes()
     pairs = _oracle_predictions(segmenter, vocabulary, ORACLE_SEEDS)
     things = [(t, p) for t, p in pairs if t in world.things]
     stuff = [(t, p) for t, p in pairs if t in world.stuff]
     color = np.mean([p.split(" ")[0] == t.split(" ")[0] for t, p in things])
-    assert color >= 0.45, things
-    assert np.mean([p == t for t, p in stuff]) >= 0.3, stuff
+    assert color >= 0.7, things
+    assert np.mean([p == t for t, p in stuff]) >= 0.6, stuff
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped CLIP has not learned shapes within its CPU training budget: "
-                                       "its shape accuracy is at chance (README, ShapesWorld results)")
+@SHAPES_AT_CHANCE
 def test_oracle_masks_get_their_shapes(segmenter, vocabulary):
     world = load_classes()
     things = [(t, p) for t, p in _oracle_predictions(segmenter, vocabulary, ORACLE_SEEDS) if t in world.things]
@@ -95,17 +117,16 @@ def test_oracle_masks_get_their_shapes(segmenter, vocabulary):
 
 
 def test_the_vocabulary_decides_the_label(segmenter):
+    """Open vocabulary: the red thing takes whichever red name the vocabulary offers,
+    including "red star", an unseen thing (never in any training caption)."""
     scene = _scene(SCENES[0])
     truth = scene.segment_map == scene.segment_of("red circle")["id"]
-    labels = {}
-    for vocab in ("red circle; blue circle; red square; grass [stuff]; sky [stuff]",
-                  "green triangle; blue circle; red square; grass [stuff]; sky [stuff]"):
-        result = segmenter(scene.image, vocab)
-        names = {s.id: s.class_name for s in result.segments}
-        ids, counts = np.unique(result.segment_map[truth], return_counts=True)
-        labels[vocab] = names.get(int(ids[counts.argmax()]))
-    assert list(labels.values())[0] == "red circle"
-    assert list(labels.values())[1] != "red circle"
+    labels = []
+    for red in ("red circle", "red star"):
+        result = segmenter(scene.image, f"{red}; blue circle; yellow star; grass [stuff]; sky [stuff]")
+        best, _ = _covering_segment(result, truth)
+        labels.append(best.class_name)
+    assert labels == ["red circle", "red star"], labels
 
 
 def test_shipped_weights_are_fp16_safetensors_under_30_mb():

@@ -73,6 +73,18 @@ def test_single_object_view_holds_one_thing():
     assert [s["class_name"] for s in view.segments if s["isthing"]] == ["blue star"]
 
 
+def test_single_object_view_is_centred():
+    # Centred within 10% of the frame: the mask's centroid stays near the middle, so a
+    # crop's shape label is never about a thing mostly outside the frame.
+    for seed in range(20):
+        view = single_object_view(seed, "red triangle", size=96, radius=(18, 30))
+        sid = next(s["id"] for s in view.segments if s["isthing"])
+        ys, xs = np.nonzero(view.segment_map == sid)
+        assert abs(xs.mean() - 48) < 0.1 * 96 + 8 and abs(ys.mean() - 48) < 0.1 * 96 + 8
+        # and almost all of it is inside: a triangle of circumradius r has area 1.30 r^2
+        assert len(xs) > 0.9 * 1.299 * 18 ** 2
+
+
 def test_camera_pan_frames_are_windows_of_one_scene():
     frames = camera_pan(4, num_frames=5, size=64, world_width=128)
     assert len(frames) == 5 and all(f.image.shape == (64, 64, 3) for f in frames)

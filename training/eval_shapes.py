@@ -6,7 +6,8 @@
   with the preset's Mask2Former proposals and with oracle (ground-truth) masks: the
   papers' Figure 2 analysis (how much is mask quality, how much classification);
 - oracle segment accuracy (the class CLIP gives each ground-truth segment) against
-  chance (1 / number of classes);
+  chance (1 / number of classes), and for things how often its color and its shape
+  alone are right (chance 1/6 each);
 - CLIP's zero-shot accuracy on single-object views, seen vs unseen things;
 - proposal recall: share of ground-truth segments some proposal covers with IoU > 0.5.
 
@@ -85,8 +86,15 @@ def evaluate_segmenter(segmenter, scenes: List[Scene], vocab: Vocabulary, groups
         pred = probs[0, :, :k].argmax(-1).tolist()
         for seg, p in zip(scene.segments, pred):
             correct["unseen" if seg["class_name"] in unseen else "seen"].append(p == seg["category_id"] - 1)
+            if seg["isthing"]:  # which half of "color shape" the mask token gets right
+                words, said = seg["class_name"].split(" "), vocab.names[p].split(" ")
+                correct["thing color"].append(vocab.is_thing[p] and said[0] == words[0])
+                correct["thing shape"].append(vocab.is_thing[p] and said[-1] == words[1])
+            else:
+                correct["stuff"].append(p == seg["category_id"] - 1)
     result = {key: group_summary(pq[key], sem[key], vocab, groups) for key in keys}
-    result["oracle segment accuracy"] = {key: 100 * float(np.mean(v)) for key, v in correct.items()}
+    result["oracle segment accuracy"] = {key: 100 * float(np.mean(correct[key]))
+                                         for key in ("seen", "unseen", "stuff", "thing color", "thing shape")}
     result["oracle segment accuracy"]["chance"] = 100 / k
     return result
 

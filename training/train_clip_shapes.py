@@ -3,10 +3,14 @@
     .venv/bin/python training/train_clip_shapes.py --steps 1000 --seed 0 \
         --out weights/shapes/clip.safetensors
 
-Images are drawn on the fly from the seed (scene i of step s has seed
-``seed * 10**9 + s * batch + i``), so a run is reproducible from its command alone.
-Unseen things (ovseg_core/shapes/split.json) never appear: CLIP must recognise them
-from their color and shape words, which it meets with other partners.
+Images are drawn on the fly from the seed (step s draws from ``rng([seed, s])``), so a
+run is reproducible from its command alone. Unseen things (ovseg_core/shapes/split.json)
+never appear: CLIP must recognise them from their color and shape words, which it meets
+with other partners.
+
+CLIP trains on small windows (``--size``, 64 px) with things at the pixel scale of the
+served 128 px scenes, and is saved at the config's size (position embeddings resized):
+the same patches per object at a quarter of the cost per image.
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ def to_clip_input(images: np.ndarray) -> torch.Tensor:
 
 
 def training_batch(rng: np.random.Generator, batch: int, size: int, single_share: float,
-                   one_color: bool = False):
+                   one_color: bool = False, scene_radius=(8, 26), view_radius=(10, 28)):
     """Scenes of the CLIP split (all but unseen things), a share of them single-object views.
     ``one_color``: every thing in the batch has one (random) color, so that color cannot
     tell the captions apart and the loss must look at shapes."""
@@ -54,22 +58,28 @@ def training_batch(rng: np.random.Generator, batch: int, size: int, single_share
     things = [n for n in world.things if n in allowed]
     if batch == 0:
         return np.zeros((0, size, size, 3), np.uint8), []
-    scenes = [single_object_view(rng, str(rng.choice(things)), size=size) if rng.random() < single_share
-              else generate_scene(rng, size=size, num_things=(0, 4), classes=allowed) for _ in range(batch)]
+    max_things = 4 if size >= 128 else 3
+    scenes = [single_object_view(rng, str(rng.choice(things)), size=size, radius=tuple(view_radius))
+              if rng.random() < single_share else
+              generate_scene(rng, size=size, num_things=(0, max_things), classes=allowed, radius=tuple(scene_radius))
+              for _ in range(batch)]
     return np.stack([s.image for s in scenes]), [s.caption for s in scenes]
 
 
 @torch.no_grad()
-def zero_shot_accuracy(model, tokenizer, views_per_class: int = 4, seed: int = 123_456, size: int = 128):
-    """Top-1 accuracy over all things on single-object views, split into seen / unseen,
-    and how often the predicted color / shape alone is right (over all things)."""
+def zero_shot_accuracy(model, tokenizer, views_per_class: int = 4, seed: int = 123_456, size: int = 128,
+                       radius=(10, 28)):
+    """Top-1 accuracy over all things on single-object views (things at the pixel scale of
+    scene things), split into seen / unseen, and how often the predicted color / shape
+    alone is right (over all things)."""
     world = load_classes()
     names = world.things
     text = F.normalize(model.encode_text(tokenizer([f"a photo of a {n}." for n in names])), dim=-1)
     rng = np.random.default_rng(seed)
     hits = {"seen": [], "unseen": [], "color": [], "shape": []}
     for k, name in enumerate(names):
-        views = np.stack([single_object_view(rng, name, size=size).image for _ in range(views_per_class)])
+        views = np.stack([single_object_view(rng, name, size=size, radius=radius).image
+                          for _ in range(views_per_class)])
         image = F.normalize(model.encode_image(to_clip_input(views)), dim=-1)
         pred = (image @ text.T).argmax(-1)
         hits["unseen" if name in world.unseen else "seen"].extend((pred == k).tolist())
@@ -118,14 +128,31 @@ def contrastive_loss(image, text, captions, logit_scale, negatives=None, negativ
     return (F.cross_entropy(image_to_text, target) + F.cross_entropy(logits.T, target[:, :len(captions)])) / 2
 
 
-def vocabulary_batch(rng: np.random.Generator, n: int, size: int, radius):
-    """``n`` single-object views of seen things (large: circumradius in ``radius``) and
-    the index of each thing among the seen things."""
+def vocabulary_batch(rng: np.random.Generator, n: int, size: int, radius, scene_share: float = 0.0,
+                     scene_radius=(8, 26)):
+    """``n`` images of seen things and, per image, which seen things it shows ([n, seen]
+    0/1). Most are single-object views (circumradius in ``radius``); a ``scene_share``
+    are scenes of one to three seen things anywhere on several stuff regions, so that
+    the things' names are also learned where they are small, off-centre and among others
+    (what a mask token meets in a scene)."""
     world = load_classes()
     seen = [t for t in world.things if t not in world.unseen]
-    labels = rng.integers(0, len(seen), n)
-    views = [single_object_view(rng, seen[k], size=size, radius=tuple(radius)) for k in labels.tolist()]
-    return np.stack([v.image for v in views]), torch.from_numpy(labels)
+    allowed = seen + list(world.stuff)
+    images, targets = [], torch.zeros(n, len(seen))
+    for i in range(n):
+        if rng.random() < scene_share:
+            scene = generate_scene(rng, size=size, num_things=(1, 3), classes=allowed, radius=tuple(scene_radius))
+            shown = [s["class_name"] for s in scene.segments if s["isthing"]]
+            if not shown:  # every thing was rejected for occlusion: draw a single view
+                scene = single_object_view(rng, str(rng.choice(seen)), size=size, radius=tuple(radius))
+                shown = [scene.segments[-1]["class_name"]]
+        else:
+            scene = single_object_view(rng, str(rng.choice(seen)), size=size, radius=tuple(radius))
+            shown = [s["class_name"] for s in scene.segments if s["isthing"]]
+        images.append(scene.image)
+        for name in shown:
+            targets[i, seen.index(name)] = 1.0
+    return np.stack(images), targets
 
 
 def vocabulary_prompts():
@@ -137,20 +164,39 @@ def vocabulary_prompts():
             [f"a photo of a {c} thing." for c in world.colors])
 
 
-def vocabulary_loss(image, texts, labels, logit_scale, factor_weight: float):
-    """Image-to-text cross-entropy of single-object views against the texts of all seen
-    things (every confusable caption present, so shape must be looked at), plus, weighted
-    by ``factor_weight``, against the bare shape and color words."""
+def vocabulary_loss(image, texts, targets, logit_scale, factor_weight: float):
+    """Image-to-text cross-entropy of the vocabulary images against the texts of all seen
+    things (every confusable caption present, so shape must be looked at; the things an
+    image shows share its target), plus, weighted by ``factor_weight``, against the bare
+    shape and color words."""
     world = load_classes()
     seen = [t for t in world.things if t not in world.unseen]
     things, shapes, colors = texts
-    loss = F.cross_entropy(logit_scale * image @ things.T, labels)
+
+    def soft_ce(logits, target):
+        return F.cross_entropy(logits, target / target.sum(-1, keepdim=True))
+
+    loss = soft_ce(logit_scale * image @ things.T, targets)
     if factor_weight > 0:
-        shape_of = torch.tensor([world.shapes.index(seen[k].split(" ")[1]) for k in labels.tolist()])
-        color_of = torch.tensor([list(world.colors).index(seen[k].split(" ")[0]) for k in labels.tolist()])
-        loss = loss + factor_weight * (F.cross_entropy(logit_scale * image @ shapes.T, shape_of)
-                                       + F.cross_entropy(logit_scale * image @ colors.T, color_of))
+        shape_of = torch.tensor([[float(t.split(" ")[1] == s) for s in world.shapes] for t in seen])
+        color_of = torch.tensor([[float(t.split(" ")[0] == c) for c in world.colors] for t in seen])
+        loss = loss + factor_weight * (soft_ce(logit_scale * image @ shapes.T, (targets @ shape_of).clamp(max=1))
+                                       + soft_ce(logit_scale * image @ colors.T, (targets @ color_of).clamp(max=1)))
     return loss
+
+
+def adapt_state_dict(state: dict, model) -> dict:
+    """``state`` made to fit ``model`` across image and patch sizes: position embeddings
+    resized to its grid (open_clip's resize), the patch embedding resized by area
+    (FlexiViT-style, scaled so a flat patch keeps its response)."""
+    state = {k: v.float() for k, v in state.items()}
+    open_clip.model.resize_pos_embed(state, model)
+    key = "visual.conv1.weight"
+    want = model.state_dict()[key].shape
+    if state[key].shape != want:
+        old = state[key].shape[-1]
+        state[key] = F.interpolate(state[key], size=want[-2:], mode="area") * (old / want[-1]) ** 2
+    return state
 
 
 def save_fp16(model, path: Path, meta: dict):
@@ -166,7 +212,12 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--size", type=int, default=64, help="training image size (the saved model keeps the "
+                   "config's size, with resized position embeddings)")
+    p.add_argument("--scene-radius", type=float, nargs=2, default=(8, 26),
+                   help="circumradius range (px) of things in scenes (generate_scene's default: the served scale)")
+    p.add_argument("--view-radius", type=float, nargs=2, default=(10, 28),
+                   help="circumradius range (px) of the thing in single-object views")
     p.add_argument("--single-share", type=float, default=0.3, help="share of single-object views")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -177,8 +228,8 @@ def main(argv=None):
     p.add_argument("--vocab-share", type=float, default=0.0,
                    help="share of each batch that are large single-object views trained against the prompts of "
                         "all seen things (full-vocabulary contrastive loss) instead of captions")
-    p.add_argument("--vocab-radius", type=float, nargs=2, default=(20, 56),
-                   help="circumradius range (px) of the things in those views")
+    p.add_argument("--vocab-scene-share", type=float, default=0.0,
+                   help="share of those images that are scenes of 1-3 seen things (all their names are positives)")
     p.add_argument("--vocab-weight", type=float, default=1.0, help="weight of the full-vocabulary loss")
     p.add_argument("--factor-weight", type=float, default=0.0,
                    help="weight of the extra shape-only / color-only prompt losses on those views")
@@ -191,10 +242,10 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     register_clip_configs()
-    model = open_clip.create_model(MODEL)
+    model = open_clip.create_model(MODEL, force_image_size=args.size)
     tokenizer = open_clip.get_tokenizer(MODEL)
     if args.init:
-        model.load_state_dict({k: v.float() for k, v in load_file(args.init).items()})
+        model.load_state_dict(adapt_state_dict(load_file(args.init), model))
     model.train()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
@@ -208,7 +259,8 @@ def main(argv=None):
     prompts = vocabulary_prompts()
     for step in bar:
         rng = np.random.default_rng([args.seed, step])
-        images, captions = training_batch(rng, args.batch - n_vocab, args.size, args.single_share, args.one_color)
+        images, captions = training_batch(rng, args.batch - n_vocab, args.size, args.single_share, args.one_color,
+                                          args.scene_radius, args.view_radius)
         negative_captions = [hard_negative(rng, c) for c in captions] + [
             hard_negative(rng, c, "shape") for _ in range(args.shape_negatives) for c in captions]
         if not n_vocab:
@@ -216,7 +268,8 @@ def main(argv=None):
             loss = contrastive_loss(image, text[:len(captions)], captions, scale, text[len(captions):],
                                     negative_captions)
         else:
-            views, labels = vocabulary_batch(rng, n_vocab, args.size, args.vocab_radius)
+            views, labels = vocabulary_batch(rng, n_vocab, args.size, args.view_radius, args.vocab_scene_share,
+                                             args.scene_radius)
             image = model.encode_image(to_clip_input(np.concatenate([images, views])), normalize=True)
             flat = [t for group in prompts for t in group]
             text = model.encode_text(tokenizer(captions + negative_captions + flat), normalize=True)
@@ -240,16 +293,19 @@ def main(argv=None):
                          scale.item(), sched.get_last_lr()[0], time.time() - start)
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             model.eval()
-            acc = zero_shot_accuracy(model, tokenizer)
+            acc = zero_shot_accuracy(model, tokenizer, size=args.size, radius=args.view_radius)
             model.train()
             logging.info("step %d zero-shot single-object accuracy: seen %.3f unseen %.3f (color %.3f, shape "
                          "%.3f)", step + 1, acc["seen"], acc["unseen"], acc["color"], acc["shape"])
             Path(args.checkpoint).parent.mkdir(parents=True, exist_ok=True)
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.checkpoint)
     meta = {"model": MODEL, "steps": args.steps, "batch": args.batch, "seed": args.seed, "init": args.init,
-            "vocab_share": args.vocab_share, "factor_weight": args.factor_weight,
+            "train_size": args.size, "vocab_share": args.vocab_share,
+            "vocab_scene_share": args.vocab_scene_share, "factor_weight": args.factor_weight,
             "train_seconds": round(time.time() - start)}
-    save_fp16(model.eval(), Path(args.out), meta)
+    served = open_clip.create_model(MODEL)
+    served.load_state_dict(adapt_state_dict(model.state_dict(), served))
+    save_fp16(served.eval(), Path(args.out), meta)
     logging.info("wrote %s after %.0f s", args.out, time.time() - start)
 
 

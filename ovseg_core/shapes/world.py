@@ -266,11 +266,13 @@ def _caption(rng, things: List[Tuple[str, float]], stuff: List[str]) -> str:
 def generate_scene(seed: Union[int, np.random.Generator], size: Size = 128, num_things: Tuple[int, int] = (1, 5),
                    radius: Tuple[float, float] = (8, 26), num_stuff: Tuple[int, int] = (1, 3),
                    classes: Optional[Sequence[str]] = None, things: Optional[Sequence[str]] = None,
-                   stuff: Optional[Sequence[str]] = None, min_visible: float = 0.5) -> Scene:
+                   stuff: Optional[Sequence[str]] = None, min_visible: float = 0.5,
+                   center_jitter: Optional[float] = None) -> Scene:
     """A scene from ``seed``. ``classes`` restricts what may be drawn (e.g. the seen
     split); ``things`` / ``stuff`` force exact lists instead of random draws. A thing is
     kept only if at least ``min_visible`` of it stays visible after later things are drawn
-    over it, so every ground-truth thing is recognisable."""
+    over it, so every ground-truth thing is recognisable. ``center_jitter`` (a share of
+    the frame) puts things near the centre instead of anywhere."""
     world = load_classes()
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     h, w = _size_pair(size)
@@ -308,7 +310,10 @@ def generate_scene(seed: Union[int, np.random.Generator], size: Size = 128, num_
     for name in things:
         color_name, kind = name.split(" ", 1)
         r = float(rng.uniform(*radius))
-        center = (rng.uniform(r * 0.3, w - r * 0.3), rng.uniform(r * 0.3, h - r * 0.3))
+        if center_jitter is None:
+            center = (rng.uniform(r * 0.3, w - r * 0.3), rng.uniform(r * 0.3, h - r * 0.3))
+        else:
+            center = (w / 2 + rng.uniform(-1, 1) * center_jitter * w, h / 2 + rng.uniform(-1, 1) * center_jitter * h)
         mask = _shape_mask(h, w, center, r, rng.uniform(0, 2 * np.pi), kind)
         # Drawing over earlier things must leave each of them recognisable.
         if mask.sum() < 12 or any((segment_map[~mask] == sid).sum() < min_visible * area
@@ -343,12 +348,14 @@ def generate_scene(seed: Union[int, np.random.Generator], size: Size = 128, num_
 
 
 def single_object_view(seed: Union[int, np.random.Generator], name: str, size: Size = 128,
-                       radius: Tuple[float, float] = (18, 40)) -> Scene:
-    """One centred thing filling much of the frame on one stuff background: what a crop
-    around a single object looks like (CLIP's zero-shot test)."""
+                       radius: Tuple[float, float] = (18, 40), center_jitter: float = 0.1) -> Scene:
+    """One centred thing (within ``center_jitter`` of the frame) filling much of it, on
+    one stuff background: what a crop around a single object looks like (CLIP's
+    zero-shot test)."""
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     world = load_classes()
-    return generate_scene(rng, size=size, things=[name], stuff=[str(rng.choice(world.stuff))], radius=radius)
+    return generate_scene(rng, size=size, things=[name], stuff=[str(rng.choice(world.stuff))], radius=radius,
+                          center_jitter=center_jitter)
 
 
 def camera_pan(seed: int, num_frames: int, size: int = 128, world_width: Optional[int] = None,

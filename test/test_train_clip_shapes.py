@@ -1,0 +1,87 @@
+"""The ShapesWorld CLIP training script: its losses, its data and the size change
+between training (64 px windows) and serving (the config's 128 px)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
+import train_clip_shapes as tcs  # noqa: E402
+
+from ovseg_core.shapes import load_classes  # noqa: E402
+from ovseg_core.weights import create_clip, register_clip_configs  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def models():
+    register_clip_configs()
+    torch.manual_seed(0)
+    return open_clip.create_model(tcs.MODEL, force_image_size=64), open_clip.create_model(tcs.MODEL)
+
+
+def test_a_64px_model_fits_the_served_128px_model(models):
+    small, served = models
+    state = tcs.adapt_state_dict(small.state_dict(), served)
+    assert state["visual.positional_embedding"].shape == served.visual.positional_embedding.shape
+    served.load_state_dict(state)
+    # The position embeddings are a resize of the trained ones, not new random ones: the
+    # corners of the 16 x 16 grid stay close to the corners of the 8 x 8 one.
+    grid_small = small.visual.positional_embedding[1:].reshape(8, 8, -1)
+    grid_big = served.visual.positional_embedding[1:].reshape(16, 16, -1)
+    corner = torch.nn.functional.cosine_similarity(grid_small[0, 0], grid_big[0, 0], dim=0)
+    assert corner > 0.5, corner
+
+
+def test_resizing_the_patch_embedding_keeps_a_flat_patch_response(models):
+    """FlexiViT-style area resize, scaled so a uniform patch gives the same embedding."""
+    small, _ = models
+    state = {k: v.clone() for k, v in small.state_dict().items()}
+    state["visual.conv1.weight"] = torch.randn(128, 3, 16, 16)  # a patch-16 checkpoint
+    adapted = tcs.adapt_state_dict(state, small)
+    flat16, flat8 = torch.full((1, 3, 16, 16), 0.3), torch.full((1, 3, 8, 8), 0.3)
+    out16 = torch.nn.functional.conv2d(flat16, state["visual.conv1.weight"], stride=16)
+    out8 = torch.nn.functional.conv2d(flat8, adapted["visual.conv1.weight"], stride=8)
+    assert torch.allclose(out16, out8, atol=1e-4)
+
+
+def test_vocabulary_batch_marks_every_thing_of_its_scenes():
+    world = load_classes()
+    seen = [t for t in world.things if t not in world.unseen]
+    rng = np.random.default_rng(3)
+    images, targets = tcs.vocabulary_batch(rng, 12, 64, (10, 28), scene_share=0.5)
+    assert images.shape == (12, 64, 64, 3) and targets.shape == (12, len(seen))
+    assert (targets.sum(1) >= 1).all() and targets.sum(1).max() > 1  # some scenes hold several things
+    # Reproducible from the generator alone (the training run's only record of its data).
+    again = tcs.vocabulary_batch(np.random.default_rng(3), 12, 64, (10, 28), scene_share=0.5)
+    assert np.array_equal(again[0], images) and torch.equal(again[1], targets)
+
+
+def test_vocabulary_loss_prefers_the_right_names():
+    world = load_classes()
+    seen = [t for t in world.things if t not in world.unseen]
+    torch.manual_seed(0)
+    texts = [torch.nn.functional.normalize(torch.randn(n, 16), dim=-1)
+             for n in (len(seen), len(world.shapes), len(world.colors))]
+    targets = torch.zeros(2, len(seen))
+    targets[0, 0] = targets[1, 1] = targets[1, 2] = 1
+    right = torch.nn.functional.normalize(torch.stack([texts[0][0], texts[0][1] + texts[0][2]]), dim=-1)
+    wrong = torch.nn.functional.normalize(torch.stack([texts[0][5], texts[0][7]]), dim=-1)
+    scale = torch.tensor(20.0)
+    assert tcs.vocabulary_loss(right, texts, targets, scale, 0.5) < tcs.vocabulary_loss(wrong, texts, targets, scale, 0.5)
+
+
+def test_a_short_run_saves_weights_the_shapes_loader_takes(tmp_path):
+    out = tmp_path / "clip.safetensors"
+    tcs.main(["--steps", "2", "--batch", "8", "--size", "64", "--vocab-share", "0.5", "--vocab-scene-share", "0.5",
+              "--factor-weight", "0.5", "--eval-every", "100", "--warmup", "1", "--out", str(out),
+              "--checkpoint", str(tmp_path / "last.safetensors")])
+    tensors = load_file(str(out))
+    assert all(v.dtype == torch.float16 for v in tensors.values() if v.is_floating_point())
+    clip = create_clip(tcs.MODEL, str(out), "shapes")  # the 128 px config of the preset
+    assert clip.visual.positional_embedding.shape[0] == 1 + 16 * 16
+    with torch.no_grad():
+        assert torch.isfinite(clip.encode_image(torch.zeros(1, 3, 128, 128))).all()
