@@ -46,20 +46,22 @@ def _iou(a, b):
     return (a & b).sum() / max(1, (a | b).sum())
 
 
-def _covering_segment(result, truth):
+def _segment_on_red_circle(segmenter, vocabulary, spec):
+    """The predicted segment that overlaps the drawn red circle most, its IoU with the
+    circle, and every segment's overlap (for the failure message)."""
+    scene = _scene(spec)
+    truth = scene.segment_map == scene.segment_of("red circle")["id"]
+    result = segmenter(scene.image, vocabulary)
     overlaps = {s.id: (result.segment_map[truth] == s.id).sum() for s in result.segments}
     best = max(result.segments, key=lambda s: overlaps[s.id])
-    return best, [(s.class_name, int(overlaps[s.id])) for s in result.segments]
+    return best, _iou(result.segment_map == best.id, truth), [(s.class_name, int(overlaps[s.id]))
+                                                              for s in result.segments]
 
 
 @pytest.mark.parametrize("spec", SCENES, ids=["grass-sky", "road-sand"])
 def test_the_drawn_red_circle_is_found_and_its_color_named(segmenter, vocabulary, spec):
-    scene = _scene(spec)
-    truth = scene.segment_map == scene.segment_of("red circle")["id"]
-    result = segmenter(scene.image, vocabulary)
-    best, table = _covering_segment(result, truth)
-    assert best.is_thing and best.class_name.startswith("red "), table
-    assert _iou(result.segment_map == best.id, truth) > 0.5, table
+    best, iou, table = _segment_on_red_circle(segmenter, vocabulary, spec)
+    assert best.is_thing and best.class_name.startswith("red ") and iou > 0.5, table
 
 
 SHAPES_AT_CHANCE = pytest.mark.xfail(
@@ -70,12 +72,8 @@ SHAPES_AT_CHANCE = pytest.mark.xfail(
 @SHAPES_AT_CHANCE
 @pytest.mark.parametrize("spec", SCENES, ids=["grass-sky", "road-sand"])
 def test_the_drawn_red_circle_is_labeled_red_circle(segmenter, vocabulary, spec):
-    scene = _scene(spec)
-    truth = scene.segment_map == scene.segment_of("red circle")["id"]
-    result = segmenter(scene.image, vocabulary)
-    best, table = _covering_segment(result, truth)
-    assert best.class_name == "red circle", table
-    assert _iou(result.segment_map == best.id, truth) > 0.5, table
+    best, iou, table = _segment_on_red_circle(segmenter, vocabulary, spec)
+    assert best.class_name == "red circle" and iou > 0.5, table
 
 
 def _oracle_predictions(segmenter, vocabulary, seeds):
@@ -119,13 +117,8 @@ def test_oracle_masks_get_their_shapes(segmenter, vocabulary):
 def test_the_vocabulary_decides_the_label(segmenter):
     """Open vocabulary: the red thing takes whichever red name the vocabulary offers,
     including "red star", an unseen thing (never in any training caption)."""
-    scene = _scene(SCENES[0])
-    truth = scene.segment_map == scene.segment_of("red circle")["id"]
-    labels = []
-    for red in ("red circle", "red star"):
-        result = segmenter(scene.image, f"{red}; blue circle; yellow star; grass [stuff]; sky [stuff]")
-        best, _ = _covering_segment(result, truth)
-        labels.append(best.class_name)
+    labels = [_segment_on_red_circle(segmenter, f"{red}; blue circle; yellow star; grass [stuff]; sky [stuff]",
+                                     SCENES[0])[0].class_name for red in ("red circle", "red star")]
     assert labels == ["red circle", "red star"], labels
 
 
