@@ -53,8 +53,10 @@ def create_clip(model: str, pretrained: Optional[str], preset: str) -> nn.Module
             clip = open_clip.create_model(model, pretrained=pretrained or None,
                                           require_pretrained=bool(pretrained))
     except RuntimeError as err:
-        raise ValueError(f"preset {preset!r}: CLIP weights {pretrained!r} do not fit model {model!r}: "
-                         f"{str(err)[:800]}") from err
+        shapes = _shape_mismatches(model, pretrained)
+        detail = ("tensors of another shape: " + "; ".join(shapes[:8])) if shapes else str(err)[:800]
+        raise ValueError(f"preset {preset!r}: CLIP weights {pretrained!r} do not fit model {model!r}: {detail}. "
+                         f"Use the model config the checkpoint was trained with") from err
     except Exception as err:
         if pretrained and not _looks_like_file(pretrained):
             raise ValueError(f"preset {preset!r}: could not get open_clip weights {model}/{pretrained} "
@@ -62,6 +64,28 @@ def create_clip(model: str, pretrained: Optional[str], preset: str) -> nn.Module
                              f"checkpoint elsewhere and set clip.pretrained to its local path") from err
         raise
     return clip.eval()
+
+
+def _shape_mismatches(model: str, path: Optional[str]) -> List[str]:
+    """``key: checkpoint shape vs model shape`` for a local checkpoint, so a load that
+    open_clip fails deep inside (e.g. resizing fp16 position embeddings) still says
+    which tensors differ. Empty when it cannot tell."""
+    if not path or not Path(path).is_file():
+        return []
+    try:
+        if path.endswith(".safetensors"):
+            with safe_open(path, framework="pt", device="cpu") as f:
+                found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state)
+            found = {k.removeprefix("module."): tuple(v.shape) for k, v in state.items() if torch.is_tensor(v)}
+        with _no_warnings():
+            expected = {k: tuple(v.shape) for k, v in open_clip.create_model(model).state_dict().items()}
+    except Exception:  # the original error stays the message
+        return []
+    return [f"{k}: checkpoint {list(found[k])} vs model {list(expected[k])}"
+            for k in expected if k in found and found[k] != expected[k]]
 
 
 @contextlib.contextmanager

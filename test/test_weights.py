@@ -231,3 +231,21 @@ def test_mask2former_directory_missing_a_tensor_names_preset_file_and_key(tmp_pa
         build_segmenter("tiny", device="cpu", overrides={"proposals.pretrained": str(tmp_path)})
     message = str(err.value)
     assert "tiny" in message and str(tmp_path) in message and "class_predictor" in message
+
+
+def test_fp16_clip_checkpoint_of_another_patch_size_names_the_tensors(tmp_path):
+    """open_clip fails such a load deep inside (resizing fp16 position embeddings on the
+    CPU); the error must still say which tensors differ."""
+    config = json.loads((CLIP_CONFIG_DIR / "ovseg-tiny-vit.json").read_text())
+    config["vision_cfg"]["patch_size"] = config["vision_cfg"]["patch_size"] // 2
+    config_dir = tmp_path / "clip_configs"
+    config_dir.mkdir()
+    (config_dir / "ovseg-test-patch-vit.json").write_text(json.dumps(config))
+    open_clip.add_model_config(config_dir)
+    other = open_clip.create_model("ovseg-test-patch-vit")
+    path = tmp_path / "clip.safetensors"
+    save_file({k: v.half().contiguous() for k, v in other.state_dict().items()}, str(path))
+    with pytest.raises(ValueError) as info:
+        build_segmenter("tiny", device="cpu", overrides={"clip.pretrained": str(path)})
+    message = str(info.value)
+    assert str(path) in message and "visual.conv1.weight" in message and "vs model" in message, message
