@@ -181,14 +181,19 @@ def test_clip_checkpoint_loads_into_the_encoder(tmp_path, tiny_clip, tiny_segmen
     assert torch.equal(text_model.text_projection, state["text_projection"])
 
 
-def test_clip_checkpoint_of_another_architecture(tmp_path, tiny_clip):
+def _tiny_clip_variant(tmp_path, name: str, **vision_cfg) -> torch.nn.Module:
+    """A random CLIP of the tiny preset's config with some vision settings changed."""
     config = json.loads((CLIP_CONFIG_DIR / "ovseg-tiny-vit.json").read_text())
-    config["vision_cfg"]["width"] = 96
+    config["vision_cfg"].update(vision_cfg)
     config_dir = tmp_path / "clip_configs"
     config_dir.mkdir()
-    (config_dir / "ovseg-test-wide-vit.json").write_text(json.dumps(config))
+    (config_dir / f"{name}.json").write_text(json.dumps(config))
     open_clip.add_model_config(config_dir)
-    wide = open_clip.create_model("ovseg-test-wide-vit")
+    return open_clip.create_model(name)
+
+
+def test_clip_checkpoint_of_another_architecture(tmp_path, tiny_clip):
+    wide = _tiny_clip_variant(tmp_path, "ovseg-test-wide-vit", width=96)
     path = tmp_path / "wide_clip.pt"
     torch.save(wide.state_dict(), path)
     with pytest.raises(ValueError) as info:
@@ -236,13 +241,7 @@ def test_mask2former_directory_missing_a_tensor_names_preset_file_and_key(tmp_pa
 def test_fp16_clip_checkpoint_of_another_patch_size_names_the_tensors(tmp_path):
     """open_clip fails such a load deep inside (resizing fp16 position embeddings on the
     CPU); the error must still say which tensors differ."""
-    config = json.loads((CLIP_CONFIG_DIR / "ovseg-tiny-vit.json").read_text())
-    config["vision_cfg"]["patch_size"] = config["vision_cfg"]["patch_size"] // 2
-    config_dir = tmp_path / "clip_configs"
-    config_dir.mkdir()
-    (config_dir / "ovseg-test-patch-vit.json").write_text(json.dumps(config))
-    open_clip.add_model_config(config_dir)
-    other = open_clip.create_model("ovseg-test-patch-vit")
+    other = _tiny_clip_variant(tmp_path, "ovseg-test-patch-vit", patch_size=8)  # the tiny preset's is 16
     path = tmp_path / "clip.safetensors"
     save_file({k: v.half().contiguous() for k, v in other.state_dict().items()}, str(path))
     with pytest.raises(ValueError) as info:
