@@ -136,22 +136,19 @@ def vocabulary_batch(rng: np.random.Generator, n: int, size: int, radius, scene_
     the things' names are also learned where they are small, off-centre and among others
     (what a mask token meets in a scene)."""
     world = load_classes()
-    seen = [t for t in world.things if t not in world.unseen]
+    seen = world.seen(world.things)
     allowed = seen + list(world.stuff)
     images, targets = [], torch.zeros(n, len(seen))
     for i in range(n):
-        if rng.random() < scene_share:
-            scene = generate_scene(rng, size=size, num_things=(1, 3), classes=allowed, radius=tuple(scene_radius))
-            shown = [s["class_name"] for s in scene.segments if s["isthing"]]
-            if not shown:  # every thing was rejected for occlusion: draw a single view
-                scene = single_object_view(rng, str(rng.choice(seen)), size=size, radius=tuple(radius))
-                shown = [scene.segments[-1]["class_name"]]
-        else:
+        scene = (generate_scene(rng, size=size, num_things=(1, 3), classes=allowed, radius=tuple(scene_radius))
+                 if rng.random() < scene_share else None)
+        # A single view also stands in for a scene whose things were all rejected for occlusion.
+        if scene is None or not any(s["isthing"] for s in scene.segments):
             scene = single_object_view(rng, str(rng.choice(seen)), size=size, radius=tuple(radius))
-            shown = [s["class_name"] for s in scene.segments if s["isthing"]]
         images.append(scene.image)
-        for name in shown:
-            targets[i, seen.index(name)] = 1.0
+        for s in scene.segments:
+            if s["isthing"]:
+                targets[i, seen.index(s["class_name"])] = 1.0
     return np.stack(images), targets
 
 
@@ -159,7 +156,7 @@ def vocabulary_prompts():
     """Texts of the full-vocabulary loss: every seen thing, then every shape and every
     color alone (no unseen thing is ever written)."""
     world = load_classes()
-    seen = [t for t in world.things if t not in world.unseen]
+    seen = world.seen(world.things)
     return ([f"a photo of a {t}." for t in seen], [f"a photo of a {s}." for s in world.shapes],
             [f"a photo of a {c} thing." for c in world.colors])
 
@@ -170,7 +167,7 @@ def vocabulary_loss(image, texts, targets, logit_scale, factor_weight: float):
     image shows share its target), plus, weighted by ``factor_weight``, against the bare
     shape and color words."""
     world = load_classes()
-    seen = [t for t in world.things if t not in world.unseen]
+    seen = world.seen(world.things)
     things, shapes, colors = texts
 
     def soft_ce(logits, target):
@@ -226,8 +223,8 @@ def main(argv=None):
                    help="extra hard negatives per caption that swap a shape (beyond one color-or-shape swap)")
     p.add_argument("--one-color", action="store_true", help="one color per batch (a shape curriculum)")
     p.add_argument("--vocab-share", type=float, default=0.0,
-                   help="share of each batch that are large single-object views trained against the prompts of "
-                        "all seen things (full-vocabulary contrastive loss) instead of captions")
+                   help="share of each batch trained against the prompts of all seen things (full-vocabulary "
+                        "contrastive loss) instead of captions: single-object views, and scenes (--vocab-scene-share)")
     p.add_argument("--vocab-scene-share", type=float, default=0.0,
                    help="share of those images that are scenes of 1-3 seen things (all their names are positives)")
     p.add_argument("--vocab-weight", type=float, default=1.0, help="weight of the full-vocabulary loss")
