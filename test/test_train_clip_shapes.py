@@ -85,3 +85,57 @@ def test_a_short_run_saves_weights_the_shapes_loader_takes(tmp_path):
     assert clip.visual.positional_embedding.shape[0] == 1 + 16 * 16
     with torch.no_grad():
         assert torch.isfinite(clip.encode_image(torch.zeros(1, 3, 128, 128))).all()
+
+
+def test_region_batch_labels_every_ground_truth_mask():
+    names = tcs.region_names()
+    world = load_classes()
+    images, captions, masks, labels = tcs.region_batch(np.random.default_rng(5), 6, 64)
+    assert images.shape == (6, 64, 64, 3) and len(captions) == 6 and masks.shape[:2] == labels.shape
+    for image_masks, image_labels in zip(masks, labels):
+        real = image_labels >= 0
+        # Every pixel belongs to exactly one real region; padding masks are empty.
+        assert torch.equal((image_masks[real] > 0).sum(0), torch.ones(64, 64, dtype=torch.long))
+        assert (image_masks[~real] < 0).all()
+    # Unseen things never appear in CLIP pretraining, as regions neither.
+    assert not set(names) & set(world.unseen_of(world.things))
+    assert {names[k] for k in labels[labels >= 0].tolist()} <= set(names)
+
+
+def test_region_loss_prefers_the_right_names():
+    torch.manual_seed(0)
+    texts = [torch.nn.functional.normalize(torch.randn(n, 16), dim=-1) for n in (len(tcs.region_names()), 6, 6)]
+    labels = torch.tensor([[0, 31, -1]])  # a thing, a stuff region, padding
+    right = torch.stack([texts[0][0], texts[0][31], texts[0][5]])[None]
+    wrong = torch.stack([texts[0][3], texts[0][30], texts[0][0]])[None]
+    scale = torch.tensor(20.0)
+    assert tcs.region_loss(right, labels, texts, scale, 0.5) < tcs.region_loss(wrong, labels, texts, scale, 0.5)
+    # Padding does not count: changing its embedding leaves the loss unchanged.
+    moved = right.clone()
+    moved[0, 2] = texts[0][9]
+    assert torch.isclose(tcs.region_loss(right, labels, texts, scale, 0.5),
+                         tcs.region_loss(moved, labels, texts, scale, 0.5))
+
+
+def test_the_region_stage_trains_the_served_tower_and_saves_it(tmp_path):
+    """The region stage trains through MaskCLIPEncoder (split q/k/v); what it saves is
+    that trained tower, in open_clip's layout, not the untouched fused copy."""
+    register_clip_configs()
+    torch.manual_seed(0)
+    init = tmp_path / "init.safetensors"
+    tcs.save_fp16(open_clip.create_model(tcs.MODEL), init, {})
+    out = tmp_path / "clip.safetensors"
+    tcs.main(["--steps", "2", "--size", "128", "--region-batch", "2", "--factor-weight", "0.5", "--warmup", "1",
+              "--lr", "1e-3", "--init", str(init), "--eval-every", "100", "--out", str(out),
+              "--checkpoint", str(tmp_path / "last.safetensors")])
+    before, after = load_file(str(init)), load_file(str(out))
+    key = "visual.transformer.resblocks.0.attn.in_proj_weight"
+    assert not torch.equal(before[key], after[key])
+    clip = create_clip(tcs.MODEL, str(out), "shapes")
+    with torch.no_grad():
+        assert torch.isfinite(clip.encode_image(torch.zeros(1, 3, 128, 128))).all()
+
+
+def test_the_region_stage_refuses_the_caption_stage_options():
+    with pytest.raises(SystemExit):
+        tcs.main(["--region-batch", "2", "--vocab-share", "0.5", "--steps", "1"])

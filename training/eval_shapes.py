@@ -105,6 +105,9 @@ def main(argv=None):
     p.add_argument("--num", type=int, default=100, help="fresh scenes")
     p.add_argument("--seed", type=int, default=100_000, help="scene i has seed SEED + i")
     p.add_argument("--size", type=int, default=128)
+    p.add_argument("--clip-weights", help="a CLIP checkpoint to evaluate instead of the preset's (e.g. a "
+                   "training run's --checkpoint)")
+    p.add_argument("--clip-input-size", type=int, help="the classifier's CLIP input size instead of the preset's")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="out/shapes/eval.json")
     args = p.parse_args(argv)
@@ -115,12 +118,16 @@ def main(argv=None):
     index = {n: i for i, n in enumerate(vocab.names)}
     groups = {"seen": [index[n] for n in world.seen(world.names)],
               "unseen": [index[n] for n in world.unseen_of(world.names)], "all": list(range(len(vocab)))}
-    segmenter = build_segmenter(args.preset, device="cpu")
+    overrides = {key: value for key, value in (("clip.pretrained", args.clip_weights),
+                                               ("clip.input_size", args.clip_input_size)) if value} or None
+    segmenter = build_segmenter(args.preset, device="cpu", overrides=overrides)
+    cfg = load_preset(args.preset, overrides)
     scenes = [generate_scene(args.seed + i, size=args.size) for i in range(args.num)]
-    report = {"preset": args.preset, "scenes": args.num, "seed": args.seed, "size": args.size}
+    report = {"preset": args.preset, "clip weights": args.clip_weights or "the preset's",
+              "clip input size": cfg.clip.input_size, "scenes": args.num,
+              "seed": args.seed, "size": args.size}
     report.update(evaluate_segmenter(segmenter, scenes, vocab, groups))
 
-    cfg = load_preset(args.preset)
     clip = create_clip(MODEL, resolve_path(cfg.clip.pretrained), args.preset)
     import open_clip
     report["clip zero-shot accuracy"] = {k: 100 * v for k, v in zero_shot_accuracy(
@@ -139,6 +146,7 @@ def main(argv=None):
 def format_report(report: dict) -> str:
     lines = [f"preset {report['preset']}, {report['scenes']} fresh scenes (seeds {report['seed']}..."
              f"{report['seed'] + report['scenes'] - 1}), {report['size']} px, vocabulary: all 44 classes",
+             f"CLIP weights: {report['clip weights']}, input {report['clip input size']} px",
              f"{'masks':16s} {'split':7s} {'PQ':>6s} {'SQ':>6s} {'RQ':>6s} {'mIoU':>6s} classes"]
     for key in ("predicted masks", "oracle masks"):
         for split, v in report[key].items():

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ovseg_core.modeling.clip_encoder import MaskCLIPEncoder  # noqa: E402
 from ovseg_core.shapes.world import generate_scene, load_classes, single_object_view  # noqa: E402
 from ovseg_core.weights import register_clip_configs  # noqa: E402
 
@@ -182,6 +183,57 @@ def vocabulary_loss(image, texts, targets, logit_scale, factor_weight: float):
     return loss
 
 
+def region_names():
+    """The classes a region may show in CLIP pretraining: seen things, then every stuff
+    class (unseen stuff is in CLIP's data, unseen things never are; split.json)."""
+    world = load_classes()
+    return world.seen(world.things) + list(world.stuff)
+
+
+def region_batch(rng: np.random.Generator, n: int, size: int, scene_radius=(8, 26), num_things=(1, 5)):
+    """``n`` scenes of the CLIP split, their ground-truth masks as logits [n, Q, H, W]
+    (padded with empty masks) and each mask's index in ``region_names()`` (-1: padding)."""
+    names = region_names()
+    scenes = [generate_scene(rng, size=size, classes=names, radius=tuple(scene_radius), num_things=tuple(num_things))
+              for _ in range(n)]
+    q = max(len(s.segments) for s in scenes)
+    masks = torch.full((n, q, size, size), -10.0)
+    labels = torch.full((n, q), -1, dtype=torch.long)
+    for i, scene in enumerate(scenes):
+        masks[i, :len(scene.segments)] = torch.from_numpy(scene.masks()).float() * 20 - 10
+        labels[i, :len(scene.segments)] = torch.tensor([names.index(s["class_name"]) for s in scene.segments])
+    return np.stack([s.image for s in scenes]), [s.caption for s in scenes], masks, labels
+
+
+def region_prompts():
+    """Texts of the region loss: every region class, then every shape and every color alone."""
+    world = load_classes()
+    return ([f"a photo of a {n}." for n in region_names()], [f"a photo of a {s}." for s in world.shapes],
+            [f"a photo of a {c} thing." for c in world.colors])
+
+
+def region_loss(regions, labels, texts, logit_scale, factor_weight: float):
+    """Cross-entropy of each region's mask-token embedding against the prompts of every
+    region class, plus (weighted) for things against the bare shape and color words, the
+    factors an unseen thing is recognised by. regions [B, Q, E] normalised, labels [B, Q]."""
+    world = load_classes()
+    names = region_names()
+    classes, shapes, colors = texts
+    keep = labels >= 0
+    regions, labels = regions[keep], labels[keep]
+    loss = F.cross_entropy(logit_scale * regions @ classes.T, labels)
+    if factor_weight > 0:
+        is_thing = labels < len(world.seen(world.things))  # region_names(): things first
+        if is_thing.any():
+            parts = [names[k].split(" ") for k in labels[is_thing].tolist()]
+            shape = torch.tensor([world.shapes.index(s) for _, s in parts])
+            color = torch.tensor([list(world.colors).index(c) for c, _ in parts])
+            things = regions[is_thing]
+            loss = loss + factor_weight * (F.cross_entropy(logit_scale * things @ shapes.T, shape)
+                                           + F.cross_entropy(logit_scale * things @ colors.T, color))
+    return loss
+
+
 def adapt_state_dict(state: dict, model) -> dict:
     """``state`` made to fit ``model`` across image and patch sizes: position embeddings
     resized to its grid (open_clip's resize), the patch embedding resized by area
@@ -201,6 +253,52 @@ def save_fp16(model, path: Path, meta: dict):
     tensors = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
                for k, v in model.state_dict().items()}
     save_file(tensors, str(path), metadata={k: str(v) for k, v in meta.items()})
+
+
+def region_step(encoder: MaskCLIPEncoder, model, tokenizer, rng: np.random.Generator, args):
+    """One region-stage loss: scenes' captions against their CLS embeddings (with hard
+    negatives), and every ground-truth region's mask token against all region classes.
+    Returns the loss, the logit scale and the share of regions named right."""
+    images, captions, masks, labels = region_batch(rng, args.region_batch, args.size, args.scene_radius,
+                                                   args.region_things)
+    negative_captions = [hard_negative(rng, c) for c in captions]
+    x = to_clip_input(images)
+    if args.input_size and args.input_size != args.size:  # as the preset's clip.input_size resizes at serving
+        x = F.interpolate(x, size=(args.input_size, args.input_size), mode="bilinear", align_corners=False)
+    out = encoder(x, masks)
+    prompts = region_prompts()
+    text = model.encode_text(tokenizer(captions + negative_captions + [t for g in prompts for t in g]),
+                             normalize=True)
+    n = len(captions)
+    scale = model.logit_scale.exp()
+    groups = torch.split(text[2 * n:], [len(g) for g in prompts])
+    regions = F.normalize(out["masks"], dim=-1)
+    loss = contrastive_loss(out["image"], text[:n], captions, scale, text[n:2 * n], negative_captions) \
+        + args.region_weight * region_loss(regions, labels, groups, scale, args.factor_weight)
+    with torch.no_grad():
+        keep = labels >= 0
+        accuracy = float(((regions[keep] @ groups[0].T).argmax(-1) == labels[keep]).float().mean())
+    return loss, scale, accuracy
+
+
+def optimizer_step(model, params, opt, sched, loss):
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+
+
+def evaluate_and_checkpoint(model, tokenizer, args, step: int):
+    model.eval()
+    acc = zero_shot_accuracy(model, tokenizer, size=args.size, radius=args.view_radius)
+    model.train()
+    logging.info("step %d zero-shot single-object accuracy: seen %.3f unseen %.3f (color %.3f, shape "
+                 "%.3f)", step + 1, acc["seen"], acc["unseen"], acc["color"], acc["shape"])
+    Path(args.checkpoint).parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.checkpoint)
 
 
 def main(argv=None):
@@ -230,11 +328,23 @@ def main(argv=None):
     p.add_argument("--vocab-weight", type=float, default=1.0, help="weight of the full-vocabulary loss")
     p.add_argument("--factor-weight", type=float, default=0.0,
                    help="weight of the extra shape-only / color-only prompt losses on those views")
+    p.add_argument("--region-batch", type=int, default=0,
+                   help="region stage: each step trains on this many scenes at --size instead (captions on CLS, "
+                        "and every ground-truth mask through a mask token, as served, against all region classes); "
+                        "--batch, --single-share and --vocab-* do not apply")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="region stage: the CLIP input size the --size px scenes are resized to (the preset's "
+                        "clip.input_size); the saved model keeps the config's size")
+    p.add_argument("--region-things", type=int, nargs=2, default=(1, 5),
+                   help="region stage: how many things a scene draws (before occlusion rejects some)")
+    p.add_argument("--region-weight", type=float, default=1.0, help="weight of the region loss")
     p.add_argument("--init", help="continue from this checkpoint (safetensors state dict) instead of random")
     p.add_argument("--out", default="weights/shapes/clip.safetensors")
     p.add_argument("--checkpoint", default="out/shapes/clip_last.safetensors",
                    help="fp32 copy written at every evaluation (for inspection while training runs)")
     args = p.parse_args(argv)
+    if args.region_batch and args.vocab_share:
+        p.error("--region-batch trains on scenes with region labels; drop --vocab-share (it is for the caption stage)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -244,8 +354,14 @@ def main(argv=None):
     if args.init:
         model.load_state_dict(adapt_state_dict(load_file(args.init), model))
     model.train()
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
+    # The region stage trains the image tower as it is served (split q/k/v, mask tokens);
+    # it shares every other module with open_clip's tower and is copied back before use.
+    encoder = MaskCLIPEncoder(model.visual) if args.region_batch else None
+    named = list(model.named_parameters()) if encoder is None else \
+        [(n, p) for n, p in model.named_parameters() if not n.startswith("visual.")] + list(encoder.named_parameters())
+    params = [p for _, p in named]
+    decay = [p for n, p in named if p.dim() >= 2 and "embedding" not in n]
+    rest = [p for n, p in named if not (p.dim() >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
     schedule = lambda s: min(1.0, (s + 1) / args.warmup) * 0.5 * (1 + math.cos(math.pi * s / args.steps))  # noqa
@@ -256,6 +372,17 @@ def main(argv=None):
     prompts = vocabulary_prompts()
     for step in bar:
         rng = np.random.default_rng([args.seed, step])
+        if encoder is not None:
+            loss, scale, accuracy = region_step(encoder, model, tokenizer, rng, args)
+            optimizer_step(model, params, opt, sched, loss)
+            bar.set_postfix(loss=f"{loss.item():.3f}", region_acc=f"{accuracy:.2f}")
+            if step % 20 == 0:
+                logging.info("step %d loss %.4f region accuracy %.3f logit_scale %.2f lr %.2e elapsed %.0fs", step,
+                             loss.item(), accuracy, scale.item(), sched.get_last_lr()[0], time.time() - start)
+            if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+                model.visual.load_state_dict(encoder.open_clip_state_dict())
+                evaluate_and_checkpoint(model, tokenizer, args, step)
+            continue
         images, captions = training_batch(rng, args.batch - n_vocab, args.size, args.single_share, args.one_color,
                                           args.scene_radius, args.view_radius)
         negative_captions = [hard_negative(rng, c) for c in captions] + [
@@ -277,28 +404,17 @@ def main(argv=None):
             loss = args.vocab_weight * vocabulary_loss(image[n:], groups, labels, scale, args.factor_weight)
             if n:
                 loss = loss + contrastive_loss(image[:n], text[:n], captions, scale, text[n:m], negative_captions)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
+        optimizer_step(model, params, opt, sched, loss)
         bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{scale.item():.1f}")
         if step % 20 == 0:
             logging.info("step %d loss %.4f logit_scale %.2f lr %.2e elapsed %.0fs", step, loss.item(),
                          scale.item(), sched.get_last_lr()[0], time.time() - start)
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-            model.eval()
-            acc = zero_shot_accuracy(model, tokenizer, size=args.size, radius=args.view_radius)
-            model.train()
-            logging.info("step %d zero-shot single-object accuracy: seen %.3f unseen %.3f (color %.3f, shape "
-                         "%.3f)", step + 1, acc["seen"], acc["unseen"], acc["color"], acc["shape"])
-            Path(args.checkpoint).parent.mkdir(parents=True, exist_ok=True)
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.checkpoint)
+            evaluate_and_checkpoint(model, tokenizer, args, step)
     meta = {"model": MODEL, "steps": args.steps, "batch": args.batch, "seed": args.seed, "init": args.init,
             "train_size": args.size, "vocab_share": args.vocab_share,
             "vocab_scene_share": args.vocab_scene_share, "factor_weight": args.factor_weight,
+            "region_batch": args.region_batch, "region_weight": args.region_weight, "lr": args.lr,
             "train_seconds": round(time.time() - start)}
     served = open_clip.create_model(MODEL)
     served.load_state_dict(adapt_state_dict(model.state_dict(), served))
