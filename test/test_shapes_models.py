@@ -1,14 +1,11 @@
 """The shipped ShapesWorld weights (`shapes` preset) segment and label what was drawn.
 
 Tolerance: the drawn red circle counts as found when the predicted segment that overlaps
-it most matches it with IoU > 0.5 (the criterion PQ uses for a true positive) and names
-its color. The scenes are generated from seeds the models never trained on.
-
-Caveat (README, ShapesWorld results): the shipped CLIP names colors and stuff through
-the frozen mask-attention classifier, but a thing's shape there only about as often as
-chance (on whole single-object views it does better than chance). So the tests that need
-the shape, "red circle" exactly, are strict xfails: they fail (to be flipped) once a
-CLIP or classifier that names shapes in scenes is shipped.
+it most matches it with IoU > 0.5 (the criterion PQ uses for a true positive); it counts
+as labeled when that segment is also called "red circle". The CLIP names a thing's shape
+through the mask tokens about two times in three (README, ShapesWorld results), so
+the exact label is asserted as a rate over 20 fresh scenes, not scene by scene. The
+scenes are generated from seeds the models never trained on.
 """
 
 import numpy as np
@@ -23,8 +20,7 @@ from ovseg_core.shapes import generate_scene, load_classes
 
 WEIGHTS = DATA_DIR / "weights" / "shapes"
 # Red circle among other things that share its color or its shape, on two stuff classes.
-SCENES = [dict(seed=500_001, things=["red circle", "blue circle", "red square"], stuff=["grass", "sky"]),
-          dict(seed=500_002, things=["red circle", "yellow star", "purple hexagon"], stuff=["road", "sand"])]
+CIRCLE_AMONG_LOOKALIKES = dict(seed=500_001, things=["red circle", "blue circle", "red square"], stuff=["grass", "sky"])
 
 
 @pytest.fixture(scope="module")
@@ -58,22 +54,39 @@ def _segment_on_red_circle(segmenter, vocabulary, spec):
                                                               for s in result.segments]
 
 
-@pytest.mark.parametrize("spec", SCENES, ids=["grass-sky", "road-sand"])
-def test_the_drawn_red_circle_is_found_and_its_color_named(segmenter, vocabulary, spec):
-    best, iou, table = _segment_on_red_circle(segmenter, vocabulary, spec)
-    assert best.is_thing and best.class_name.startswith("red ") and iou > 0.5, table
+def _red_circle_scene(seed: int) -> dict:
+    """A red circle, two other things (any of the other 35, so some share its color or its
+    shape) and two stuff classes, all drawn from ``seed``."""
+    world = load_classes()
+    rng = np.random.default_rng(seed)
+    others = [t for t in world.things if t != "red circle"]
+    return dict(seed=seed, things=["red circle"] + [str(t) for t in rng.choice(others, 2, replace=False)],
+                stuff=[str(s) for s in rng.choice(world.stuff, 2, replace=False)])
 
 
-SHAPES_AT_CHANCE = pytest.mark.xfail(
-    strict=True, reason="through the frozen mask-attention classifier the shipped CLIP names a thing's shape "
-                        "about as often as chance (README, ShapesWorld results)")
+RED_CIRCLE_SEEDS = range(500_100, 500_120)
 
 
-@SHAPES_AT_CHANCE
-@pytest.mark.parametrize("spec", SCENES, ids=["grass-sky", "road-sand"])
-def test_the_drawn_red_circle_is_labeled_red_circle(segmenter, vocabulary, spec):
-    best, iou, table = _segment_on_red_circle(segmenter, vocabulary, spec)
-    assert best.class_name == "red circle" and iou > 0.5, table
+@pytest.fixture(scope="module")
+def red_circles(segmenter, vocabulary):
+    """(label, IoU) of the segment on the drawn red circle in each of 20 fresh scenes."""
+    found = [_segment_on_red_circle(segmenter, vocabulary, _red_circle_scene(seed)) for seed in RED_CIRCLE_SEEDS]
+    return [(best.class_name, float(iou)) for best, iou, _ in found]
+
+
+def test_the_drawn_red_circle_is_found_and_its_color_named(red_circles):
+    """At least 12 of 20: the proposals cover 70% of things (IoU > 0.5) and the mask tokens
+    name 99% of things' colors (README), so about 14 of 20 are expected."""
+    hits = [name.startswith("red ") and iou > 0.5 for name, iou in red_circles]
+    assert sum(hits) >= 12, red_circles
+
+
+def test_the_drawn_red_circle_is_labeled_red_circle(red_circles):
+    """At least half of the 20. A classifier that got the color right and guessed the shape
+    (1 in 6) would reach 10 of 20 with probability 0.06%; the CLIP shipped before the
+    region stage labeled 1 of these 20 right."""
+    hits = [name == "red circle" and iou > 0.5 for name, iou in red_circles]
+    assert sum(hits) >= 10, red_circles
 
 
 def _oracle_predictions(segmenter, vocabulary, seeds):
@@ -93,32 +106,37 @@ def _oracle_predictions(segmenter, vocabulary, seeds):
 ORACLE_SEEDS = range(600_000, 600_012)
 
 
-def test_oracle_masks_get_their_colors_and_stuff(segmenter, vocabulary):
-    """What the shipped CLIP names through mask tokens: colors and stuff. Over 100 scenes
-    (eval_shapes) it names a thing's color 86% of the time (chance 1/6) and the stuff
-    class 79% (chance 1/8); the bounds leave about two standard deviations for the ~37
-    things and ~24 stuff regions of these 12 scenes."""
+@pytest.fixture(scope="module")
+def oracle_things_and_stuff(segmenter, vocabulary):
     world = load_classes()
     pairs = _oracle_predictions(segmenter, vocabulary, ORACLE_SEEDS)
-    things = [(t, p) for t, p in pairs if t in world.things]
-    stuff = [(t, p) for t, p in pairs if t in world.stuff]
-    color = np.mean([p.split(" ")[0] == t.split(" ")[0] for t, p in things])
-    assert color >= 0.7, things
-    assert np.mean([p == t for t, p in stuff]) >= 0.6, stuff
+    return [(t, p) for t, p in pairs if t in world.things], [(t, p) for t, p in pairs if t in world.stuff]
 
 
-@SHAPES_AT_CHANCE
-def test_oracle_masks_get_their_shapes(segmenter, vocabulary):
+def test_oracle_masks_get_their_colors_and_stuff(oracle_things_and_stuff):
+    """Over 100 scenes (eval_shapes) the mask tokens name a thing's color 99% of the
+    time (chance 1/6) and the stuff class 99% (chance 1/8); the bounds leave more
+    than two standard deviations for the ~37 things and ~24 stuff regions of these 12 scenes."""
+    things, stuff = oracle_things_and_stuff
+    assert np.mean([p.split(" ")[0] == t.split(" ")[0] for t, p in things]) >= 0.9, things
+    assert np.mean([p == t for t, p in stuff]) >= 0.9, stuff
+
+
+def test_oracle_masks_get_their_shapes(oracle_things_and_stuff):
+    """Over 100 scenes the mask tokens name a thing's shape 66% of the time (chance
+    1/6); the bound is two standard deviations below that for ~37 things, and still far
+    above chance."""
     world = load_classes()
-    things = [(t, p) for t, p in _oracle_predictions(segmenter, vocabulary, ORACLE_SEEDS) if t in world.things]
-    assert np.mean([p in world.things and p.split(" ")[1] == t.split(" ")[1] for t, p in things]) >= 0.5
+    things, _ = oracle_things_and_stuff
+    assert np.mean([p in world.things and p.split(" ")[1] == t.split(" ")[1] for t, p in things]) >= 0.5, \
+        things
 
 
 def test_the_vocabulary_decides_the_label(segmenter):
     """Open vocabulary: the red thing takes whichever red name the vocabulary offers,
     including "red star", an unseen thing (never in any training caption)."""
     labels = [_segment_on_red_circle(segmenter, f"{red}; blue circle; yellow star; grass [stuff]; sky [stuff]",
-                                     SCENES[0])[0].class_name for red in ("red circle", "red star")]
+                                     CIRCLE_AMONG_LOOKALIKES)[0].class_name for red in ("red circle", "red star")]
     assert labels == ["red circle", "red star"], labels
 
 

@@ -11,6 +11,12 @@ with other partners.
 CLIP trains on small windows (``--size``, 64 px) with things at the pixel scale of the
 served 128 px scenes, and is saved at the config's size (position embeddings resized):
 the same patches per object at a quarter of the cost per image.
+
+The region stage (``--region-batch N --size 128 --init CAPTION_STAGE``) then trains the
+tower as the classifier serves it: every ground-truth region of a scene through its own
+mask token, scored against the names of all region classes (RegionCLIP-style region-text
+pretraining; unseen things stay out here too). Without it the mask tokens name colors and
+stuff but a thing's shape barely above chance.
 """
 from __future__ import annotations
 
