@@ -158,14 +158,15 @@ def _write(out, probe, names, sent, outputs, frames) -> dict:
 
 
 def _summary_picture(out: Path, names: List[str], frames: int):
-    """First and last overlay of each camera: before and after the vocabulary change."""
+    """Per camera, the last overlay before the vocabulary change and the first after it:
+    adjacent frames of the pan, so the same things are seen under both vocabularies."""
     rows = []
     for n in names:
         files = sorted((out / "overlays").glob(f"{n}_*.png"))
         before = [f for f in files if int(f.stem.split("_")[-1]) <= frames // 2]
         after = [f for f in files if int(f.stem.split("_")[-1]) > frames // 2]
         if before and after:
-            rows.append(np.hstack([cv2.imread(str(before[-1])), cv2.imread(str(after[-1]))]))
+            rows.append(np.hstack([cv2.imread(str(before[-1])), cv2.imread(str(after[0]))]))
     if rows:
         width = max(r.shape[1] for r in rows)
         body = np.vstack([cv2.copyMakeBorder(r, 0, 4, 0, width - r.shape[1], cv2.BORDER_CONSTANT)
