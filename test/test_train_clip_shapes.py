@@ -92,14 +92,24 @@ def test_region_batch_labels_every_ground_truth_mask():
     world = load_classes()
     images, captions, masks, labels = tcs.region_batch(np.random.default_rng(5), 6, 64)
     assert images.shape == (6, 64, 64, 3) and len(captions) == 6 and masks.shape[:2] == labels.shape
-    for image_masks, image_labels in zip(masks, labels):
+    colors = list(world.colors)
+    palette = torch.nn.functional.normalize(torch.tensor([world.colors[c] for c in colors], dtype=torch.float), dim=1)
+    checked = 0
+    for image, image_masks, image_labels in zip(images, masks, labels):
         real = image_labels >= 0
         # Every pixel belongs to exactly one real region; padding masks are empty.
         assert torch.equal((image_masks[real] > 0).sum(0), torch.ones(64, 64, dtype=torch.long))
         assert (image_masks[~real] < 0).all()
+        # Each thing's label belongs to its mask: most of its pixels have the label's hue.
+        for mask, k in zip(image_masks[real], image_labels[real].tolist()):
+            if k < len(world.seen(world.things)):
+                pixels = torch.nn.functional.normalize(torch.from_numpy(image[mask.numpy() > 0]).float(), dim=1)
+                votes = (pixels @ palette.T).argmax(1)
+                assert colors[int(votes.mode().values)] == names[k].split(" ")[0], names[k]
+                checked += 1
+    assert checked >= 6
     # Unseen things never appear in CLIP pretraining, as regions neither.
     assert not set(names) & set(world.unseen_of(world.things))
-    assert {names[k] for k in labels[labels >= 0].tolist()} <= set(names)
 
 
 def test_region_loss_prefers_the_right_names():
