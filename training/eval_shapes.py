@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ovseg_core.build import build_segmenter  # noqa: E402
+from ovseg_core.build import build_from_config  # noqa: E402
 from ovseg_core.config import load_preset, resolve_path  # noqa: E402
 from ovseg_core.evaluation import PQStat, SemanticStat, pq_image  # noqa: E402
 from ovseg_core.modeling.proposals import OracleProposals  # noqa: E402
@@ -120,8 +120,9 @@ def main(argv=None):
               "unseen": [index[n] for n in world.unseen_of(world.names)], "all": list(range(len(vocab)))}
     overrides = {key: value for key, value in (("clip.pretrained", args.clip_weights),
                                                ("clip.input_size", args.clip_input_size)) if value} or None
-    segmenter = build_segmenter(args.preset, device="cpu", overrides=overrides)
     cfg = load_preset(args.preset, overrides)
+    cfg.device = "cpu"
+    segmenter = build_from_config(cfg)
     scenes = [generate_scene(args.seed + i, size=args.size) for i in range(args.num)]
     report = {"preset": args.preset, "clip weights": args.clip_weights or "the preset's",
               "clip input size": cfg.clip.input_size, "scenes": args.num,

@@ -261,6 +261,31 @@ def save_fp16(model, path: Path, meta: dict):
     save_file(tensors, str(path), metadata={k: str(v) for k, v in meta.items()})
 
 
+def caption_step(model, tokenizer, rng: np.random.Generator, args, n_vocab: int, prompts):
+    """One caption-stage loss: captions of fresh scenes (InfoNCE with hard negatives) and,
+    for ``n_vocab`` images, the full-vocabulary loss. Returns the loss and the logit scale."""
+    images, captions = training_batch(rng, args.batch - n_vocab, args.size, args.single_share, args.one_color,
+                                      args.scene_radius, args.view_radius)
+    negative_captions = [hard_negative(rng, c) for c in captions] + [
+        hard_negative(rng, c, "shape") for _ in range(args.shape_negatives) for c in captions]
+    if not n_vocab:
+        image, text, scale = model(to_clip_input(images), tokenizer(captions + negative_captions))
+        return contrastive_loss(image, text[:len(captions)], captions, scale, text[len(captions):],
+                                negative_captions), scale
+    views, labels = vocabulary_batch(rng, n_vocab, args.size, args.view_radius, args.vocab_scene_share,
+                                     args.scene_radius)
+    image = model.encode_image(to_clip_input(np.concatenate([images, views])), normalize=True)
+    flat = [t for group in prompts for t in group]
+    text = model.encode_text(tokenizer(captions + negative_captions + flat), normalize=True)
+    scale = model.logit_scale.exp()
+    n, m = len(captions), len(captions) + len(negative_captions)
+    groups = torch.split(text[m:], [len(g) for g in prompts])
+    loss = args.vocab_weight * vocabulary_loss(image[n:], groups, labels, scale, args.factor_weight)
+    if n:
+        loss = loss + contrastive_loss(image[:n], text[:n], captions, scale, text[n:m], negative_captions)
+    return loss, scale
+
+
 def region_step(encoder: MaskCLIPEncoder, model, tokenizer, rng: np.random.Generator, args):
     """One region-stage loss: scenes' captions against their CLS embeddings (with hard
     negatives), and every ground-truth region's mask token against all region classes.
@@ -380,42 +405,20 @@ def main(argv=None):
         rng = np.random.default_rng([args.seed, step])
         if encoder is not None:
             loss, scale, accuracy = region_step(encoder, model, tokenizer, rng, args)
-            optimizer_step(model, params, opt, sched, loss)
-            bar.set_postfix(loss=f"{loss.item():.3f}", region_acc=f"{accuracy:.2f}")
-            if step % 20 == 0:
-                logging.info("step %d loss %.4f region accuracy %.3f logit_scale %.2f lr %.2e elapsed %.0fs", step,
-                             loss.item(), accuracy, scale.item(), sched.get_last_lr()[0], time.time() - start)
-            if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-                model.visual.load_state_dict(encoder.open_clip_state_dict())
-                evaluate_and_checkpoint(model, tokenizer, args, step)
-            continue
-        images, captions = training_batch(rng, args.batch - n_vocab, args.size, args.single_share, args.one_color,
-                                          args.scene_radius, args.view_radius)
-        negative_captions = [hard_negative(rng, c) for c in captions] + [
-            hard_negative(rng, c, "shape") for _ in range(args.shape_negatives) for c in captions]
-        if not n_vocab:
-            image, text, scale = model(to_clip_input(images), tokenizer(captions + negative_captions))
-            loss = contrastive_loss(image, text[:len(captions)], captions, scale, text[len(captions):],
-                                    negative_captions)
         else:
-            views, labels = vocabulary_batch(rng, n_vocab, args.size, args.view_radius, args.vocab_scene_share,
-                                             args.scene_radius)
-            image = model.encode_image(to_clip_input(np.concatenate([images, views])), normalize=True)
-            flat = [t for group in prompts for t in group]
-            text = model.encode_text(tokenizer(captions + negative_captions + flat), normalize=True)
-            scale = model.logit_scale.exp()
-            n, m = len(captions), len(captions) + len(negative_captions)
-            sizes = [len(g) for g in prompts]
-            groups = torch.split(text[m:], sizes)
-            loss = args.vocab_weight * vocabulary_loss(image[n:], groups, labels, scale, args.factor_weight)
-            if n:
-                loss = loss + contrastive_loss(image[:n], text[:n], captions, scale, text[n:m], negative_captions)
+            (loss, scale), accuracy = caption_step(model, tokenizer, rng, args, n_vocab, prompts), None
         optimizer_step(model, params, opt, sched, loss)
-        bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{scale.item():.1f}")
+        shown = {"loss": f"{loss.item():.3f}", "scale": f"{scale.item():.1f}"}
+        if accuracy is not None:
+            shown["region_acc"] = f"{accuracy:.2f}"
+        bar.set_postfix(shown)
         if step % 20 == 0:
-            logging.info("step %d loss %.4f logit_scale %.2f lr %.2e elapsed %.0fs", step, loss.item(),
-                         scale.item(), sched.get_last_lr()[0], time.time() - start)
+            logging.info("step %d loss %.4f%s logit_scale %.2f lr %.2e elapsed %.0fs", step, loss.item(),
+                         "" if accuracy is None else f" region accuracy {accuracy:.3f}", scale.item(),
+                         sched.get_last_lr()[0], time.time() - start)
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            if encoder is not None:  # the trained tower back into open_clip's layout
+                model.visual.load_state_dict(encoder.open_clip_state_dict())
             evaluate_and_checkpoint(model, tokenizer, args, step)
     meta = {"model": MODEL, "steps": args.steps, "batch": args.batch, "seed": args.seed, "init": args.init,
             "train_size": args.size, "vocab_share": args.vocab_share,
