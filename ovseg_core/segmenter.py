@@ -109,13 +109,26 @@ class Segmenter:
             return None
         return torch.tensor([n in self.seen_classes for n in vocab.names], device=self.device)
 
-    def _classify(self, batch_prop, batch_clip, vocabulary, proposals):
+    def _logits(self, batch_prop, batch_clip, vocabulary, proposals, classifier=None, **kwargs):
         vocab, text = self.encode_vocabulary(vocabulary)
         with self.autocast():
             if proposals is None:
                 proposals = self.proposals(batch_prop)
-            logits = self.classifier(batch_clip, proposals, text, self.seen_mask(vocab))
+            out = (classifier or self.classifier)(batch_clip, proposals, text, self.seen_mask(vocab), **kwargs)
+        return vocab, proposals, out
+
+    def _classify(self, batch_prop, batch_clip, vocabulary, proposals):
+        vocab, proposals, logits = self._logits(batch_prop, batch_clip, vocabulary, proposals)
         return vocab, proposals, class_probabilities(logits, proposals.objectness, len(vocab))
+
+    def logits(self, batch: torch.Tensor, vocabulary, proposals: Optional[MaskProposals] = None,
+               classifier: Optional[nn.Module] = None, **kwargs):
+        """What training differentiates: a [B, 3, H, W] batch in [0, 1] -> (proposals,
+        the classifier's output). ``classifier`` replaces ours for this call (training
+        passes its DistributedDataParallel wrapper); ``kwargs`` go to the classifier."""
+        _, proposals, out = self._logits(_resize(batch, self.proposal_size), _resize(batch, self.clip_size),
+                                         vocabulary, proposals, classifier, **kwargs)
+        return proposals, out
 
     def predict(self, batch: torch.Tensor, vocabulary, proposals: Optional[MaskProposals] = None):
         """The differentiable core on a [B, 3, H, W] batch in [0, 1]: returns the
