@@ -20,7 +20,7 @@ $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PINS)
-	$(PY) -m pip install --quiet -e '.[test,ros]'
+	$(PY) -m pip install --quiet -e '.[test,ros,train]'
 	touch $(STAMP)
 
 # colcon build of msg/ and srv/ against the wheels (about 20 s).

@@ -22,25 +22,57 @@ from .vocabulary import Vocabulary
 ImageLike = Union[np.ndarray, torch.Tensor]
 
 
+_FLOAT_SLACK = 1e-3     # resampling overshoot tolerated (and clamped) around [0, 1]
+
+
+def _channel_hint(channels: int) -> str:
+    if channels == 4:
+        return "for RGBA drop the alpha channel (image[..., :3], or image[:3] channels-first)"
+    if channels == 1:
+        return "for grayscale repeat the channel three times"
+    return "give an RGB image"
+
+
 def image_to_tensor(image: ImageLike, device: torch.device) -> torch.Tensor:
-    """HxWx3 uint8 numpy (RGB) or a torch image ([3,H,W] / [H,W,3], uint8 or float in
-    [0, 1]) -> float32 [3, H, W] in [0, 1] on ``device``."""
+    """HxWx3 uint8 numpy (RGB, always channels-last, as PIL and OpenCV give) or a torch
+    image ([3,H,W] / [H,W,3], uint8 or float in [0, 1]; a [3, W, 3] tensor is read
+    channels-first, torch's convention) -> float32 [3, H, W] in [0, 1] on ``device``.
+    Anything else (other dtypes, float images in 0..255, NaN) is refused: it would give a
+    wrong result silently."""
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise ValueError(f"numpy images must be uint8 RGB HxWx3, got dtype {image.dtype}; "
                              f"convert with (img * 255).astype(np.uint8) or pass a float torch tensor")
-        image = torch.from_numpy(np.ascontiguousarray(image))
-    if not isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[-1] != 3:
+            hint = (f"for channels-first use image.transpose(1, 2, 0)" if image.ndim == 3 and image.shape[0] == 3
+                    else _channel_hint(image.shape[-1] if image.ndim == 3 else 1))
+            raise ValueError(f"numpy images must be RGB HxWx3 (channels last), got shape {image.shape}; {hint}")
+        image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    elif not isinstance(image, torch.Tensor):
         raise TypeError(f"an image must be a numpy array or torch tensor, got {type(image).__name__}")
-    if image.dim() != 3 or 3 not in (image.shape[0], image.shape[-1]):
+    elif image.dim() != 3 or 3 not in (image.shape[0], image.shape[-1]):
+        channels = image.shape[0] if image.dim() == 3 and image.shape[0] in (1, 4) else (
+            image.shape[-1] if image.dim() == 3 else 1)
         raise ValueError(f"an image must be RGB HxWx3 or 3xHxW, got shape {tuple(image.shape)}; "
-                         f"for grayscale repeat the channel three times")
-    if image.shape[-1] == 3 and image.shape[0] != 3:
+                         f"{_channel_hint(channels)}")
+    elif image.shape[0] != 3:
         image = image.permute(2, 0, 1)
+    if image.dtype == torch.bool or not (image.dtype == torch.uint8 or image.is_floating_point()):
+        raise ValueError(f"an image tensor must be uint8 (0..255) or float (0..1), got {image.dtype}; "
+                         f"convert with .to(torch.uint8) for 0..255 values")
     if image.shape[1] < 1 or image.shape[2] < 1:
         raise ValueError(f"empty image of shape {tuple(image.shape)}")
     image = image.to(device)
-    return image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+    if image.dtype == torch.uint8:
+        return image.float() / 255.0
+    image = image.float()
+    if not torch.isfinite(image).all():
+        raise ValueError("the image has NaN or infinite values; give finite values in [0, 1]")
+    low, high = image.aminmax()
+    if low < -_FLOAT_SLACK or high > 1 + _FLOAT_SLACK:
+        raise ValueError(f"float images must lie in [0, 1], got values in [{low.item():.3g}, {high.item():.3g}]; "
+                         f"divide 0..255 values by 255 (or pass uint8)")
+    return image.clamp(0, 1)
 
 
 def class_probabilities(logits: torch.Tensor, objectness: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -55,10 +87,24 @@ def class_probabilities(logits: torch.Tensor, objectness: torch.Tensor, num_clas
     return torch.cat([probs, (1 - probs.sum(-1, keepdim=True)).clamp_min(0)], dim=-1)
 
 
-def _resize(batch: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+def resize_batch(batch: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     if tuple(batch.shape[-2:]) == tuple(size):
         return batch
     return F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _check_one_vocabulary(vocabulary, images) -> None:
+    """A batch shares one vocabulary; a list of vocabularies (one per image) would
+    otherwise fail deep inside name parsing with a misleading message."""
+    if not isinstance(vocabulary, (list, tuple)):
+        return
+    per_image = any(not isinstance(v, str) for v in vocabulary) or (
+        isinstance(images, (list, tuple)) and len(images) == len(vocabulary) > 1
+        and any(";" in v for v in vocabulary))
+    if per_image:
+        raise TypeError("one vocabulary serves the whole batch, but got a list that looks like one vocabulary "
+                        "per image; call once per vocabulary (group the images that share one), or give one "
+                        "vocabulary: a list of class names or a str like \"car; road [stuff]\"")
 
 
 class Segmenter:
@@ -126,7 +172,7 @@ class Segmenter:
         """What training differentiates: a [B, 3, H, W] batch in [0, 1] -> (proposals,
         the classifier's output). ``classifier`` replaces ours for this call (training
         passes its DistributedDataParallel wrapper); ``kwargs`` go to the classifier."""
-        _, proposals, out = self._logits(_resize(batch, self.proposal_size), _resize(batch, self.clip_size),
+        _, proposals, out = self._logits(resize_batch(batch, self.proposal_size), resize_batch(batch, self.clip_size),
                                          vocabulary, proposals, classifier, **kwargs)
         return proposals, out
 
@@ -134,26 +180,28 @@ class Segmenter:
         """The differentiable core on a [B, 3, H, W] batch in [0, 1]: returns the
         proposals and the [B, Q, K + 1] class probabilities (last column void).
         Pass ``proposals`` to classify given masks (e.g. ground truth)."""
-        _, proposals, probs = self._classify(_resize(batch, self.proposal_size),
-                                             _resize(batch, self.clip_size), vocabulary, proposals)
+        _, proposals, probs = self._classify(resize_batch(batch, self.proposal_size),
+                                             resize_batch(batch, self.clip_size), vocabulary, proposals)
         return proposals, probs
 
     @torch.no_grad()
     def __call__(self, images: Union[ImageLike, Sequence[ImageLike]], vocabulary,
                  vocabulary_version: Optional[int] = None,
                  proposals: Optional[MaskProposals] = None) -> Union[PanopticResult, List[PanopticResult]]:
-        """One image -> one result; a list (or a [B, 3, H, W] tensor) -> a list, computed
-        as one batch. ``proposals`` replaces the mask generator (oracle masks)."""
-        if isinstance(images, torch.Tensor) and images.dim() == 4:
+        """One image -> one result; a list (or a [B, 3, H, W] / [B, H, W, 3] tensor, a
+        [B, H, W, 3] numpy array) -> a list, computed as one batch. ``proposals`` replaces
+        the mask generator (oracle masks). One vocabulary serves the whole batch."""
+        if isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4:
             images = list(images)
+        _check_one_vocabulary(vocabulary, images)
         single = not isinstance(images, (list, tuple))
         images = [images] if single else images
         if not images:
             return []
         tensors = [image_to_tensor(im, self.device) for im in images]
         # Each image is resized straight to the model sizes (no second resampling).
-        batch_prop = torch.cat([_resize(t[None], self.proposal_size) for t in tensors])
-        batch_clip = torch.cat([_resize(t[None], self.clip_size) for t in tensors])
+        batch_prop = torch.cat([resize_batch(t[None], self.proposal_size) for t in tensors])
+        batch_clip = torch.cat([resize_batch(t[None], self.clip_size) for t in tensors])
         vocab, proposals, probs = self._classify(batch_prop, batch_clip, vocabulary, proposals)
         results = [self._postprocess(p, m, t.shape[-2:], vocab, vocabulary_version)
                    for p, m, t in zip(probs, proposals.masks, tensors)]

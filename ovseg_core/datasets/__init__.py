@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .base import ClassInfo, DatasetLayoutError, EvalDataset, Sample
 from .readers import (ade20k_150, ade20k_847, cityscapes, coco_panoptic, mapillary_vistas_v12,
-                      mapillary_vistas_v20, pascal_context_59, pascal_context_459)
+                      mapillary_vistas_v20, panoptic_folder, pascal_context_59, pascal_context_459)
 
 DATASETS = {
     "coco_panoptic": coco_panoptic,
@@ -18,6 +18,7 @@ DATASETS = {
     "cityscapes": cityscapes,
     "mapillary_vistas_v1.2": mapillary_vistas_v12,
     "mapillary_vistas_v2.0": mapillary_vistas_v20,
+    "panoptic_folder": panoptic_folder,
 }
 
 

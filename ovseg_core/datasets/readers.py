@@ -8,12 +8,12 @@ lists in ``metadata/`` (ADE20K-150, Pascal Context 59). ADE20K-847 and Pascal Co
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Dict, List
 
 import numpy as np
 
+from ..panoptic_io import InputError, load_json, load_panoptic_json
 from .base import IGNORE, ClassInfo, DatasetLayoutError, EvalDataset, Sample, load_metadata, read_class_list, require
 
 SPLITS = {"val": "validation", "train": "training"}
@@ -43,23 +43,24 @@ def _panoptic_samples(json_path: Path, png_dir: Path, image_path: Callable[[dict
     """Samples and categories of a COCO-panoptic JSON + PNG folder."""
     require(json_path, dataset, layout)
     require(png_dir, dataset, layout)
-    data = json.loads(json_path.read_text())
+    data = load_panoptic_json(json_path, f"{dataset} panoptic")
     images = {im["id"]: im for im in data.get("images", [])}
     samples = []
     for ann in data["annotations"]:
         # a JSON without "images" names the image after its PNG, as the datasets do
-        image = images.get(ann["image_id"], {"id": ann["image_id"], "file_name": Path(ann["file_name"]).stem + ".jpg"})
+        image = {"id": ann["image_id"], "file_name": Path(ann["file_name"]).stem + ".jpg",
+                 **images.get(ann["image_id"], {})}
         samples.append(Sample(ann["image_id"], image_path(image, ann), png_dir / ann["file_name"],
                               ann["segments_info"]))
     if samples:
         require(samples[0].image_path, dataset, layout)
         require(samples[0].panoptic_path, dataset, layout)
-    return samples, data.get("categories", [])
+    return samples, data["categories"]
 
 
 def _classes_from_categories(categories: List[dict]) -> List[ClassInfo]:
     return [ClassInfo(c["name"], bool(c.get("isthing", 0)), (),
-                      tuple(c["color"]) if c.get("color") else None, int(c["id"]))
+                      tuple(c["color"]) if isinstance(c.get("color"), list) else None, int(c["id"]))
             for c in categories]
 
 
@@ -265,7 +266,12 @@ def _mapillary(root, split: str, version: str) -> EvalDataset:
         raise DatasetLayoutError(f"{name}: neither {root / 'config.json'} with {folder / 'panoptic'} "
                                 f"(flat layout) nor {root / f'config_v{version}.json'} with {nested} "
                                 f"(nested layout) exists. Expected layout:\n{layout}")
-    labels = json.loads(config_path.read_text())["labels"]
+    config = load_json(config_path, f"{name} config")
+    labels = config.get("labels") if isinstance(config, dict) else None
+    if not isinstance(labels, list) or not all(isinstance(lab, dict) and isinstance(lab.get("name"), str)
+                                               for lab in labels):
+        raise InputError(f"{config_path}: not a Mapillary config (needs a list 'labels' of objects with a "
+                         f"name); use the config.json of the download")
     if len(labels) != num_labels:
         raise ValueError(f"{name}: {config_path} has {len(labels)} labels; v{version} has {num_labels}. "
                          f"Is this the config of the other version?")
@@ -296,3 +302,19 @@ def mapillary_vistas_v12(root, split: str = "val") -> EvalDataset:
 
 def mapillary_vistas_v20(root, split: str = "val") -> EvalDataset:
     return _mapillary(root, split, "2.0")
+
+
+# ---------------------------------------------------------------- a COCO-panoptic folder
+PANOPTIC_FOLDER_LAYOUT = """  ROOT/panoptic.json          (COCO panoptic: images, annotations, categories with isthing)
+  ROOT/panoptic/*.png
+  ROOT/images/*               (the image files the JSON's images[].file_name name)
+  (what `ovseg segment` and `python -m ovseg_core.shapes dataset` write; split is ignored)"""
+
+
+def panoptic_folder(root, split: str = "val") -> EvalDataset:
+    """Any COCO-panoptic set in one folder, with its own categories (e.g. ShapesWorld)."""
+    root, name = Path(root), "panoptic_folder"
+    layout = PANOPTIC_FOLDER_LAYOUT.replace("ROOT", str(root))
+    samples, cats = _panoptic_samples(root / "panoptic.json", root / "panoptic",
+                                      lambda im, ann: root / "images" / im["file_name"], name, layout)
+    return EvalDataset(name, _classes_from_categories(cats), samples)
