@@ -50,6 +50,7 @@ setup(
     # them to <prefix>/share/ovseg/config, where ovseg_core.config looks second.
     data_files=[("share/ovseg/config/presets", glob("config/presets/*.yaml")),
                 ("share/ovseg/config/clip", glob("config/clip/*.json")),
+                ("share/ovseg/config/train", glob("config/train/*.yaml")),
                 ("share/ovseg/config", glob("config/*.yaml")),
                 ("share/ovseg/msg", glob("msg/*.msg")),
                 ("share/ovseg/srv", glob("srv/*.srv")),

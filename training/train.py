@@ -1,0 +1,136 @@
+"""Train a mask classifier (SMART/FISA or Mask-Adapter) from a recipe.
+
+    python training/train.py --config config/train/shapes_smart.yaml
+    torchrun --nproc_per_node 8 training/train.py --config config/train/smart_vitl14_336_swinb_coco.yaml \\
+        --data-root $COCO
+    torchrun --nnodes 2 --node_rank R --master_addr HOST --master_port 29500 --nproc_per_node 8 \\
+        training/train.py --config ... --data-root $COCO          # two nodes
+
+Writes runs/NAME/ (NAME: --name, else the recipe's name): recipe.yaml and preset.yaml
+(resolved), git.txt, trainable.txt, metrics.csv, tensorboard/, validation.jsonl,
+checkpoints/ and delta.safetensors, the trained tensors that ``--weights`` of
+``ovseg segment``, ``training/evaluate.py`` and the node's ``weights`` parameter take
+(with ``--preset runs/NAME/preset.yaml`` when the recipe changed preset keys).
+``--resume`` continues exactly where the last checkpoint left off; ``--stop-at N``
+ends a run at step N (a session-sized piece), to be resumed later.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import List, Optional
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ovseg_core.training.recipe import load_recipe, recipe_names  # noqa: E402
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help=f"a recipe YAML or name: {', '.join(recipe_names())}")
+    p.add_argument("--data-root", help="the training dataset's folder (overrides data.root)")
+    p.add_argument("--eval-root", help="the validation dataset's folder (overrides eval.root)")
+    p.add_argument("--name", help="run name (default: the recipe's name)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.add_argument("--resume", action="store_true", help="continue the run in runs/NAME from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="delete runs/NAME and start again")
+    p.add_argument("--device", help="auto, cpu, cuda (default: the preset's; cuda:LOCAL_RANK under torchrun)")
+    p.add_argument("--stop-at", type=int, help="stop (with a checkpoint) at this step; --resume continues")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key (optim.lr=3e-4) or a preset key (model.classifier.trainable=qkv); "
+                        "values are YAML")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.csv)")
+    return p
+
+
+def parse_sets(items: List[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=3e-4")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def shapes_validation_set(recipe, run_dir: Path) -> Path:
+    """ShapesWorld validation scenes (all classes, unseen included), written once."""
+    from ovseg_core.shapes.__main__ import write_scenes
+    from ovseg_core.shapes.world import generate_scene
+    out = run_dir / "validation_scenes"
+    if not (out / "panoptic.json").is_file():
+        seeds = range(recipe.eval.shapes_seed, recipe.eval.shapes_seed + recipe.eval.limit)
+        write_scenes(out, [generate_scene(s, size=recipe.eval.shapes_size) for s in seeds],
+                     [f"{s:08d}" for s in seeds])
+    return out
+
+
+def make_validator(recipe, run_dir: Path):
+    """Validation through training/evaluate.py's per-image code: PQ (all / things /
+    stuff) and mIoU on the first eval.limit images, at their own size."""
+    if not recipe.eval.dataset:
+        return None
+    from evaluate import evaluate_image, merge
+    from ovseg_core.datasets import load_dataset
+    if recipe.eval.dataset != "shapes":
+        if not recipe.eval.root:
+            raise ValueError(f"recipe {recipe.name!r}: eval.root is not set; pass --eval-root DIR")
+        load_dataset(recipe.eval.dataset, recipe.eval.root, recipe.eval.split)  # a wrong path fails at start
+    args = SimpleNamespace(min_size=0, max_size=0, masks="model", classes="model")
+
+    loaded = {}
+
+    def validate(segmenter) -> dict:
+        # Loaded at the first validation, on the main process, inside the run directory.
+        if not loaded:
+            loaded["data"] = load_dataset("panoptic_folder", shapes_validation_set(recipe, run_dir)) \
+                if recipe.eval.dataset == "shapes" else load_dataset(recipe.eval.dataset, recipe.eval.root,
+                                                                     recipe.eval.split)
+        data = loaded["data"]
+        vocab = data.vocabulary()
+        records = [evaluate_image(segmenter, data, vocab, i, args, None, None)[0]
+                   for i in range(min(len(data), recipe.eval.limit))]
+        merged = merge(records, data)
+        out = {}
+        if data.has_panoptic:
+            pq = merged["pq"].summary(data.names, data.is_thing)
+            out.update({f"PQ_{k}": 100 * pq[k]["pq"] for k in ("All", "Things", "Stuff") if pq[k]["pq"] is not None})
+        semantic = merged["semantic"].summary(data.names, None)
+        if semantic.get("mIoU") is not None:
+            out["mIoU"] = 100 * semantic["mIoU"]
+        return out
+    return validate
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    from ovseg_core.training.checkpoint import checkpoints
+    from ovseg_core.training.loop import RunDirError, Trainer
+    try:
+        overrides = parse_sets(args.set)
+        if args.data_root:
+            overrides["data.root"] = args.data_root
+        if args.eval_root:
+            overrides["eval.root"] = args.eval_root
+        recipe = load_recipe(args.config, overrides)
+        run_dir = args.runs_dir / (args.name or recipe.name)
+        trainer = Trainer(recipe, run_dir, resume=args.resume, overwrite=args.overwrite, device=args.device,
+                          validate=make_validator(recipe, run_dir), progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, RunDirError) as err:
+        print(f"train: {err}", file=sys.stderr)
+        return 2
+    step = trainer.fit(stop_at=args.stop_at)
+    if trainer.is_main:
+        done = "finished" if step >= recipe.optim.max_iters else f"stopped at step {step} (resume with --resume)"
+        print(f"{done}: {run_dir}/delta.safetensors ({len(checkpoints(run_dir))} checkpoint(s) kept)",
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
