@@ -1,6 +1,14 @@
 """ovseg: open-vocabulary panoptic segmentation (SMART/FISA, Mask-Adapter) without ROS imports."""
-from .structures import MaskProposals, PanopticResult, Segment
 from .vocabulary import Vocabulary
+
+
+def __getattr__(name):
+    """The result types load torch; imported on first use so that the metrics and
+    dataset readers (``ovseg_core.evaluation``, ``ovseg_core.datasets``) stay torch-free."""
+    if name in ("MaskProposals", "PanopticResult", "Segment"):
+        from . import structures
+        return getattr(structures, name)
+    raise AttributeError(f"module 'ovseg_core' has no attribute {name!r}")
 
 
 def build_segmenter(*args, **kwargs):

@@ -107,12 +107,14 @@ def test_category_missing_from_one_side_counts_absent_from_both_does_not():
     assert r["Stuff"] == {"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 1}
 
 
-def test_gt_area_comes_from_segments_info_like_panopticapi():
-    # panopticapi takes the GT area from the JSON: 8 instead of the 4 pixels makes IoU 4/8.
-    r = pq([1] * 4, [seg(1, 0, area=8)], [5] * 4, [seg(5, 0)])
-    assert r["per_class"]["car"]["tp"] == 0
+def test_gt_area_must_agree_with_the_map():
+    # panopticapi takes the GT area from the JSON; one that disagrees with the map would
+    # give IoU > 1 (area 0: PQ inf), so it is refused, naming the segment.
     r = pq([1] * 4, [seg(1, 0, area=4)], [5] * 4, [seg(5, 0)])
     assert r["per_class"]["car"]["tp"] == 1
+    for area in (8, 2, 0):
+        with pytest.raises(ValueError, match=f"GT segment 1 has area {area} in segments_info but 4 pixels"):
+            pq([1] * 4, [seg(1, 0, area=area)], [5] * 4, [seg(5, 0)])
 
 
 def test_ids_not_listed():

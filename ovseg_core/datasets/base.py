@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
 
-from ..panoptic_io import read_panoptic_png
+from ..panoptic_io import InputError, image_size, read_image, read_panoptic_png
 from ..vocabulary import VocabClass, Vocabulary
 
 METADATA_DIR = Path(__file__).resolve().parent / "metadata"
@@ -138,10 +137,26 @@ class EvalDataset:
             classes.append(VocabClass(words[0], words, c.is_thing))
         return Vocabulary(tuple(classes))
 
+    def _what(self, i: int, kind: str) -> str:
+        return f"{kind} of image {self.samples[i].image_id}"
+
+    def check(self, i: int) -> None:
+        """Cheap pre-flight of sample ``i`` (file headers only): its image, panoptic PNG
+        and label image exist, are readable and have one size. Raises
+        :class:`InputError` naming the file at fault."""
+        s = self.samples[i]
+        size = image_size(s.image_path, self._what(i, "the image file"))
+        for path, kind in ((s.panoptic_path, "the panoptic PNG"), (s.semantic_path, "the label image")):
+            if path is None:
+                continue
+            other = image_size(path, self._what(i, kind))
+            if other != size:
+                raise InputError(f"{path}: {self._what(i, kind)} is {other[1]}x{other[0]} but the image "
+                                 f"{s.image_path} is {size[1]}x{size[0]}; ground truth must have its image's size")
+
     def load_image(self, i: int) -> np.ndarray:
         """uint8 RGB [H, W, 3]."""
-        with Image.open(self.samples[i].image_path) as im:
-            return np.array(im.convert("RGB"))
+        return read_image(self.samples[i].image_path, self._what(i, "the image file"), convert="RGB")
 
     def load_panoptic(self, i: int) -> Tuple[np.ndarray, List[dict]]:
         """int32 segment map and segments (id, category_id = class index, iscrowd, area).
@@ -149,7 +164,17 @@ class EvalDataset:
         s = self.samples[i]
         if s.panoptic_path is None:
             raise ValueError(f"{self.name} has no panoptic ground truth")
-        seg_map = read_panoptic_png(str(s.panoptic_path))
+        seg_map = read_panoptic_png(str(s.panoptic_path), self._what(i, "the panoptic PNG"))
+        listed = [seg for seg in s.segments if "area" in seg]
+        if listed:
+            ids, counts = np.unique(seg_map, return_counts=True)
+            pixels = dict(zip(ids.tolist(), counts.tolist()))
+            for seg in listed:
+                if pixels.get(int(seg["id"]), 0) != int(seg["area"]):
+                    raise InputError(
+                        f"{s.panoptic_path}: image {s.image_id}: segment {seg['id']} has "
+                        f"{pixels.get(int(seg['id']), 0)} pixels but area {seg['area']} in the panoptic JSON; "
+                        f"fix the PNG or the JSON's area (its pixel count)")
         segments, dropped = [], []
         for seg in s.segments:
             index = self._by_dataset_id.get(int(seg["category_id"]))
@@ -168,8 +193,10 @@ class EvalDataset:
         """int32 class index per pixel, ``ignore_label`` where not evaluated."""
         s = self.samples[i]
         if s.semantic_path is not None:
-            with Image.open(s.semantic_path) as im:
-                raw = np.asarray(im)
+            raw = read_image(s.semantic_path, self._what(i, "the label image"))
+            if raw.ndim != 2:
+                raise InputError(f"{s.semantic_path}: {self._what(i, 'the label image')} has {raw.shape[-1]} "
+                                 f"channels; labels are one value per pixel (8- or 16-bit single channel)")
             return self.semantic_decode(raw).astype(np.int32)
         seg_map, segments = self.load_panoptic(i)
         ids = np.array([0] + [g["id"] for g in segments], np.int64)

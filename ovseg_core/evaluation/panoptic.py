@@ -8,7 +8,8 @@ on the small [gt segments x predicted segments] table. The rules are panopticapi
 
 - a pair matches when the categories agree, the GT segment is not crowd and
   IoU > 0.5, where the union leaves out predicted pixels lying on GT void (id 0);
-- the GT area is the JSON's ``area`` where given (panopticapi reads it from there);
+- the GT area is the JSON's ``area`` where given (panopticapi reads it from there); an
+  area that disagrees with the PNG's pixel count is refused (it would give IoU > 1);
 - unmatched non-crowd GT segments are false negatives;
 - an unmatched prediction is not a false positive when more than half of it lies on
   void or on the crowd region of its own category (the last crowd segment of that
@@ -16,12 +17,13 @@ on the small [gt segments x predicted segments] table. The rules are panopticapi
 - PQ, SQ, RQ are averaged over the categories with TP + FP + FN > 0.
 
 Run as ``python -m ovseg_core.evaluation.panoptic --gt-json J --gt-dir D --pred-json J
---pred-dir D [--json-out F] [--workers N]``.
+--pred-dir D [--json-out F] [--workers N]``. Bad input (a file that is not COCO-panoptic,
+a missing or corrupt PNG, sizes or areas that disagree) ends with one line naming the
+file and exit status 2, before anything is written.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import sys
@@ -30,8 +32,9 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
+
+from ..panoptic_io import InputError, dump_json, load_panoptic_json, read_image
 
 
 IOU, TP, FP, FN = range(4)
@@ -93,7 +96,8 @@ def _index_map(id_map: np.ndarray, ids: np.ndarray) -> np.ndarray:
     global _lut
     n = len(ids)
     id_map = np.asarray(id_map)
-    if n + 2 >= _UNSET or id_map.size == 0 or id_map.min() < 0 or id_map.max() >= _LUT_SIZE:
+    if (n + 2 >= _UNSET or id_map.size == 0 or id_map.min() < 0 or id_map.max() >= _LUT_SIZE
+            or (n and (ids.min() < 0 or ids.max() >= _LUT_SIZE))):
         keys = np.concatenate([ids, [0]]).astype(np.int64)
         order = np.argsort(keys)
         keys, codes = keys[order], np.arange(n + 1)[order]
@@ -134,12 +138,11 @@ def pq_prediction(gt_map: np.ndarray, gt_segments: Sequence[dict], pred_map: np.
                     num_categories)
 
 
-def read_id_png(path: str) -> np.ndarray:
+def read_id_png(path: str, what: str = "panoptic PNG") -> np.ndarray:
     """A COCO-panoptic PNG as uint32 ids: PIL's RGBA bytes read as one little-endian
     uint32 and the alpha byte masked off (id = R + 256 G + 256^2 B), with no per-channel
-    arithmetic."""
-    with Image.open(path) as im:
-        rgba = np.asarray(im.convert("RGBA"))
+    arithmetic. A missing, corrupt or non-RGB file raises :class:`InputError` naming it."""
+    rgba = read_image(path, what, modes=("RGB", "RGBA"), convert="RGBA")
     return rgba.view("<u4")[..., 0] & np.uint32(0xFFFFFF)
 
 
@@ -184,7 +187,13 @@ def pq_image(gt_map: np.ndarray, gt_segments: Sequence[dict], pred_map: np.ndarr
         raise ValueError(f"predicted ids {pred_ids[pred_area == 0].tolist()} are in segments_info "
                          f"but not in the PNG")
     gt_area = np.array([s["area"] if "area" in s else -1 for s in gt_segments], np.int64)
-    gt_area = np.where(gt_area >= 0, gt_area, counts[:n_gt].sum(1))
+    counted = counts[:n_gt].sum(1)
+    wrong = (gt_area >= 0) & (gt_area != counted)
+    if wrong.any():
+        g = int(np.argmax(wrong))
+        raise ValueError(f"GT segment {gt_ids[g]} has area {gt_area[g]} in segments_info but {counted[g]} pixels "
+                         f"in the map; set area to its pixel count or leave it out")
+    gt_area = np.where(gt_area >= 0, gt_area, counted)
     inter = counts[:n_gt, :n_pred]
     on_void = counts[n_gt, :n_pred]
 
@@ -215,37 +224,35 @@ def pq_image(gt_map: np.ndarray, gt_segments: Sequence[dict], pred_map: np.ndarr
     return stat
 
 
-def _load_json(path: str, what: str) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} JSON {path} does not exist; give the COCO-panoptic JSON "
-                                f"(images, annotations, categories)") from None
-
-
 def _image_task(args):
-    gt_ann, pred_ann, gt_dir, pred_dir, cat_index = args
-    try:
-        gt_map = read_id_png(os.path.join(gt_dir, gt_ann["file_name"]))
-        pred_map = read_id_png(os.path.join(pred_dir, pred_ann["file_name"]))
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{err.filename}: a PNG named in the JSON is missing") from None
+    """PQ sums of one image; every problem becomes one :class:`InputError` line naming
+    the file at fault and the image id."""
+    gt_ann, pred_ann, gt_dir, pred_dir, cat_index, gt_json, pred_json = args
+    gt_png, pred_png = os.path.join(gt_dir, gt_ann["file_name"]), os.path.join(pred_dir, pred_ann["file_name"])
+    image = f"image {gt_ann['image_id']}"
+    gt_map = read_id_png(gt_png, f"the GT PNG of {image}")
+    pred_map = read_id_png(pred_png, f"the predicted PNG of {image}")
 
-    def convert(segments, what):
+    def convert(segments, json_path, what):
         out = []
         for s in segments:
             if s["category_id"] not in cat_index:
-                raise ValueError(f"image {gt_ann['image_id']}: {what} segment {s['id']} has category_id "
-                                 f"{s['category_id']}, which the GT categories do not list")
+                raise InputError(f"{json_path}: {image}: {what} segment {s['id']} has category_id "
+                                 f"{s['category_id']}, which the GT categories do not list; use a listed id")
             out.append({**s, "category_id": cat_index[s["category_id"]]})
         return out
 
+    gt_segments = convert(gt_ann["segments_info"], gt_json, "GT")
+    pred_segments = convert(pred_ann["segments_info"], pred_json, "predicted")
+    if gt_map.shape != pred_map.shape:
+        raise InputError(f"{pred_png}: {image}: the prediction is {pred_map.shape[1]}x{pred_map.shape[0]} "
+                         f"but its GT {gt_png} is {gt_map.shape[1]}x{gt_map.shape[0]}; write predictions "
+                         f"at the GT size")
     try:
-        return pq_image(gt_map, convert(gt_ann["segments_info"], "GT"), pred_map,
-                        convert(pred_ann["segments_info"], "predicted"), len(cat_index)).sums
+        return pq_image(gt_map, gt_segments, pred_map, pred_segments, len(cat_index)).sums
     except ValueError as err:
-        raise ValueError(f"image {gt_ann['image_id']} ({pred_ann['file_name']}): {err}") from None
+        blame = gt_png if str(err).startswith("GT") else pred_png
+        raise InputError(f"{blame}: {image}: {err}") from None
 
 
 def pq_compute(gt_json: str, gt_dir: str, pred_json: str, pred_dir: str,
@@ -253,16 +260,17 @@ def pq_compute(gt_json: str, gt_dir: str, pred_json: str, pred_dir: str,
     """panopticapi's ``pq_compute`` on COCO-panoptic files, over ``workers`` processes
     (default: all cores). Images are summed in the GT JSON's order, so the numbers do
     not depend on the number of workers."""
-    gt, pred = _load_json(gt_json, "GT"), _load_json(pred_json, "prediction")
+    gt = load_panoptic_json(gt_json, "GT")
+    pred = load_panoptic_json(pred_json, "prediction", categories=False)
     categories = gt["categories"]
     cat_index = {c["id"]: i for i, c in enumerate(categories)}
     pred_by_image = {a["image_id"]: a for a in pred["annotations"]}
     tasks = []
     for gt_ann in gt["annotations"]:
         if gt_ann["image_id"] not in pred_by_image:
-            raise ValueError(f"no prediction for the image with id {gt_ann['image_id']}; "
-                             f"the prediction JSON must cover every GT image")
-        tasks.append((gt_ann, pred_by_image[gt_ann["image_id"]], gt_dir, pred_dir, cat_index))
+            raise InputError(f"{pred_json}: no prediction for the image with id {gt_ann['image_id']} "
+                             f"({gt_ann['file_name']}); the prediction JSON must cover every GT image")
+        tasks.append((gt_ann, pred_by_image[gt_ann["image_id"]], gt_dir, pred_dir, cat_index, gt_json, pred_json))
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
     stat = PQStat(len(categories))
     bar = tqdm(total=len(tasks), desc="PQ", unit="img", disable=not progress)
@@ -306,15 +314,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     for folder in (args.gt_dir, args.pred_dir):
         if not Path(folder).is_dir():
             p.error(f"{folder} is not a folder; --gt-dir/--pred-dir hold the panoptic PNGs")
+    if args.json_out and Path(args.json_out).is_dir():
+        p.error(f"--json-out {args.json_out} is a folder; give a file name")
     try:
-        results = pq_compute(args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, args.workers)
+        results = pq_compute(args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, args.workers,
+                             progress=sys.stderr.isatty())
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_table(results))
     if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(results, indent=1))
+        try:
+            dump_json(results, args.json_out)
+        except OSError as err:
+            print(f"error: {args.json_out}: cannot write the results ({err.strerror or err}); "
+                  f"choose another --json-out", file=sys.stderr)
+            return 2
     return 0
 
 

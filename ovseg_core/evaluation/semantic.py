@@ -89,6 +89,7 @@ class SemanticStat:
                 raise ValueError(f"seen needs one flag per class ({self.num_classes}), got {is_seen.shape}")
             s, u = mean(is_seen), mean(~is_seen)
             out["mIoU_seen"], out["mIoU_unseen"] = s, u
-            out["hIoU"] = 2 * s * u / (s + u) if s and u else None
+            # None only when a side has no class in the GT; a side at 0.0 makes it 0.0
+            out["hIoU"] = None if s is None or u is None else (2 * s * u / (s + u) if s + u > 0 else 0.0)
             out["num_seen"], out["num_unseen"] = int(is_seen.sum()), int((~is_seen).sum())
         return out
