@@ -14,15 +14,20 @@ masks and the model's classifier, the mask classification accuracy on GT masks
 (Mask-Adapter Table 3) is reported too.
 
 Writes into --out: results.json, results.md (the papers' Table 1 columns), per_class.csv
-and overlays/ (the first --overlays images). Under torchrun each process takes every
-WORLD_SIZE-th image; the statistics are gathered and summed in dataset order, so the
-numbers equal a single-process run's.
+and overlays/ (the first --overlays images). Every file of the split is checked (headers
+only) before the model is built; an image whose files are missing, corrupt or of
+another size than the image, or whose panoptic JSON areas disagree with its PNG, is
+skipped with a one-line reason naming the file, listed under ``skipped_images`` in
+results.json and results.md, and the run exits with status 1.
+
+Under torchrun each process takes every WORLD_SIZE-th image; the statistics are
+gathered and summed in dataset order, so the numbers equal a single-process run's.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import json
+import io
 import os
 import re
 import sys
@@ -44,6 +49,7 @@ from ovseg_core.evaluation import (MaskAccuracy, OracleClassifier, PQStat, Seman
                                    pq_prediction, resize_labels)
 from ovseg_core.evaluation.panoptic import format_table  # noqa: E402
 from ovseg_core.modeling.proposals import OracleProposals  # noqa: E402
+from ovseg_core.panoptic_io import InputError, dump_json, write_text_atomic  # noqa: E402
 from ovseg_core.visualize import overlay  # noqa: E402
 
 # (shorter side, longer side at most) of the papers' test-time resizing
@@ -186,8 +192,22 @@ def evaluate_image(segmenter, data: EvalDataset, vocab, i: int, args, recorder: 
     return record, image, result
 
 
+def skip_record(data: EvalDataset, i: int, err: Exception) -> dict:
+    """The record of an image that could not be evaluated: one line naming the file
+    (InputErrors name theirs; other errors are about the image's ground truth)."""
+    if isinstance(err, InputError):
+        reason = str(err)
+    else:
+        s = data.samples[i]
+        gt = s.panoptic_path or s.semantic_path
+        path = gt if gt is not None and str(err).startswith("GT") else s.image_path
+        reason = f"{path}: image {s.image_id}: {err}"
+    return {"index": i, "skipped": reason}
+
+
 def merge(records: List[dict], data: EvalDataset) -> dict:
-    """Sums records in dataset order: the same numbers however the images were split."""
+    """Sums records in dataset order: the same numbers however the images were split.
+    Skipped images (records with a ``skipped`` reason) add nothing and are listed."""
     k = len(data.classes)
     pq, sem, acc = PQStat(k), SemanticStat(k, data.ignore_label), MaskAccuracy(k)
     for r in sorted(records, key=lambda r: r["index"]):
@@ -198,8 +218,9 @@ def merge(records: List[dict], data: EvalDataset) -> dict:
             sem += r["semantic"]
         if "mask_accuracy" in r:
             acc += r["mask_accuracy"]
+    skipped = [(r["index"], r["skipped"]) for r in sorted(records, key=lambda r: r["index"]) if "skipped" in r]
     return {"pq": pq, "semantic": sem, "mask_accuracy": acc,
-            "has_mask_accuracy": any("mask_accuracy" in r for r in records)}
+            "has_mask_accuracy": any("mask_accuracy" in r for r in records), "skipped": skipped}
 
 
 def _pct(x) -> str:
@@ -208,8 +229,12 @@ def _pct(x) -> str:
 
 def write_outputs(out: Path, args, data: EvalDataset, vocab, merged: dict, seen, num_images, seconds, world):
     names = data.names
+    skipped = merged.get("skipped", [])
+    num_images -= len(skipped)
     results = {"dataset": args.dataset, "split": args.split, "preset": args.preset, "weights": args.weights,
                "masks": args.masks, "classes": args.classes, "num_images": num_images,
+               "num_skipped": len(skipped),
+               "skipped_images": [{"image_id": data.samples[i].image_id, "reason": why} for i, why in skipped],
                "test_size": [args.min_size, args.max_size], "processes": world,
                "images_per_second": num_images / seconds if seconds > 0 else None}
     if data.has_panoptic:
@@ -218,7 +243,7 @@ def write_outputs(out: Path, args, data: EvalDataset, vocab, merged: dict, seen,
         results["semantic"] = merged["semantic"].summary(names, seen)
     if merged["has_mask_accuracy"]:
         results["mask_classification"] = merged["mask_accuracy"].summary(names)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    dump_json(results, out / "results.json")
 
     cells = {}
     if "panoptic" in results:
@@ -228,7 +253,8 @@ def write_outputs(out: Path, args, data: EvalDataset, vocab, merged: dict, seen,
     method = " ".join([args.preset] + ([f"+ {Path(args.weights).name}"] if args.weights else []) +
                       [f"(oracle {what})" for what, mode in (("masks", args.masks), ("classes", args.classes))
                        if mode == "oracle"])
-    md = [f"# {args.dataset} {args.split}, {num_images} images", "",
+    md = [f"# {args.dataset} {args.split}, {num_images} images"
+          + (f" ({len(skipped)} skipped: see the end)" if skipped else ""), "",
           "| Method | " + " | ".join(TABLE1_HEADS) + " |", "|---" * (len(TABLE1_HEADS) + 1) + "|",
           f"| {method} | " + " | ".join(_pct(cells.get(c)) if c in cells else "-" for c in TABLE1) + " |"]
     if args.dataset not in {d for d, _ in TABLE1}:
@@ -246,9 +272,11 @@ def write_outputs(out: Path, args, data: EvalDataset, vocab, merged: dict, seen,
         m = results["mask_classification"]
         md += ["", f"mask classification on GT masks: accuracy {_pct(m['accuracy'])}, "
                    f"mean class accuracy {_pct(m['mean_class_accuracy'])} ({m['num_masks']} masks)"]
-    (out / "results.md").write_text("\n".join(md) + "\n")
+    if skipped:
+        md += ["", f"Skipped {len(skipped)} image(s), not in the numbers above:"] + [f"- {why}" for _, why in skipped]
+    write_text_atomic(out / "results.md", "\n".join(md) + "\n")
 
-    with open(out / "per_class.csv", "w", newline="") as f:
+    with io.StringIO(newline="") as f:
         w = csv.writer(f)
         w.writerow(["class", "prompt", "isthing", "seen", "pq", "sq", "rq", "tp", "fp", "fn", "iou", "acc",
                     "gt_pixels", "mask_accuracy", "masks"])
@@ -260,6 +288,7 @@ def write_outputs(out: Path, args, data: EvalDataset, vocab, merged: dict, seen,
                        [pan.get(k, "") if pan.get("present") else "" for k in ("pq", "sq", "rq", "tp", "fp", "fn")] +
                        ["" if sem.get(k) is None else sem.get(k) for k in ("iou", "acc", "gt_pixels")] +
                        ["" if acc.get("accuracy") is None else acc.get("accuracy"), acc.get("masks", "")])
+        write_text_atomic(out / "per_class.csv", f.getvalue())
     return results
 
 
@@ -278,6 +307,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"evaluate: {args.dataset} has no ground truth for oracle runs", file=sys.stderr)
             return 2
     rank, world = _distributed(args.device)
+    indices = list(range(len(data)))[:args.limit]
+    mine = indices[rank::world]
+    records = []
+    for i in mine:              # check-before-run: headers only, before the model is built
+        try:
+            data.check(i)
+        except ValueError as err:
+            records.append(skip_record(data, i, err))
+            print(f"evaluate: skipping {records[-1]['skipped']}", file=sys.stderr)
+    bad = {r["index"] for r in records}
     device = args.device
     if world > 1 and torch.cuda.is_available() and device in (None, "auto", "cuda"):
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
@@ -295,16 +334,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     recorder = LogitRecorder(oracle if oracle is not None else segmenter.classifier)
     segmenter.classifier = recorder
 
-    indices = list(range(len(data)))[:args.limit]
-    mine = indices[rank::world]
     out = args.out or Path("out") / "eval" / f"{args.dataset}_{Path(args.preset).stem}"
     (out / "overlays").mkdir(parents=True, exist_ok=True)
-    records = []
     start = time.perf_counter()
-    bar = tqdm(mine, unit="img", desc=f"{args.dataset}" + (f" rank {rank}/{world}" if world > 1 else ""),
+    bar = tqdm([i for i in mine if i not in bad], unit="img",
+               desc=f"{args.dataset}" + (f" rank {rank}/{world}" if world > 1 else ""),
                disable=rank != 0, file=sys.stderr)
     for i in bar:
-        record, image, result = evaluate_image(segmenter, data, vocab, i, args, recorder, oracle)
+        try:
+            record, image, result = evaluate_image(segmenter, data, vocab, i, args, recorder, oracle)
+        except (ValueError, OSError) as err:     # a file found bad only when decoded
+            records.append(skip_record(data, i, err))
+            bar.write(f"evaluate: skipping {records[-1]['skipped']}", file=sys.stderr)
+            continue
         records.append(record)
         if i < args.overlays:
             name = re.sub(r"[^\w.-]", "_", str(data.samples[i].image_id))
@@ -315,15 +357,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.distributed.all_gather_object(gathered, (records, seconds))
         records = [r for part, _ in gathered for r in part]
         seconds = max(s for _, s in gathered)
+    skipped = sum("skipped" in r for r in records)
     if rank == 0:
         merged = merge(records, data)
         write_outputs(out, args, data, vocab, merged, seen, len(indices), seconds, world)
         print((out / "results.md").read_text())
         print(f"wrote {out}/results.json, results.md, per_class.csv, overlays/", file=sys.stderr)
+        if skipped:
+            print(f"evaluate: {skipped} image(s) skipped (listed in results.json); exit status 1",
+                  file=sys.stderr)
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-    return 0
+    return 1 if skipped else 0
 
 
 if __name__ == "__main__":
