@@ -90,11 +90,14 @@ def _shape_mismatches(model: str, path: Optional[str]) -> List[str]:
 
 @contextlib.contextmanager
 def _no_warnings():
-    logging.disable(logging.WARNING)
+    """Silences open_clip's warnings meanwhile; restores the caller's own
+    ``logging.disable`` level afterwards (not NOTSET, which would undo theirs)."""
+    previous = logging.root.manager.disable
+    logging.disable(max(previous, logging.WARNING))
     try:
         yield
     finally:
-        logging.disable(logging.NOTSET)
+        logging.disable(previous)
 
 
 def save_delta(module: nn.Module, names: List[str], path: str, preset: str):
