@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from ovseg_core.evaluation import PQStat, SemanticStat, pq_prediction, resize_labels
 from ovseg_core.evaluation.panoptic import format_table
-from ovseg_core.panoptic_io import read_panoptic_png
+from ovseg_core.panoptic_io import InputError, check_panoptic_json, dump_json, load_json, read_panoptic_png
 from ovseg_core.structures import PanopticResult
 from ovseg_core.vocabulary import Vocabulary
 
@@ -477,16 +477,21 @@ def load_ground_truth(gt_dir: Path, gt_json: Optional[Path] = None) -> GroundTru
     ``ovseg segment`` writes and COCO's. A GT image belongs to the frame whose *header*
     stamp, in nanoseconds, is the number ending its PNG's name; with several image
     topics the name starts with the topic, slashes as underscores:
-    ``1700000000123456789.png``, ``camera_front_image_raw_1700000000123456789.png``."""
+    ``1700000000123456789.png``, ``camera_front_image_raw_1700000000123456789.png``.
+
+    All of it is checked here, before any frame is segmented: the JSON is COCO-panoptic,
+    every PNG exists and decodes, its segments' categories are listed and their areas
+    agree with the PNG. A problem raises :class:`BagError` naming the file."""
     gt_dir = Path(gt_dir)
     gt_json = Path(gt_json) if gt_json else gt_dir / "panoptic.json"
     layout = (f"expected {gt_dir}/panoptic.json (or --gt-json) and the panoptic PNGs in "
               f"{gt_dir}/panoptic/, named STAMP_NS.png or TOPIC_STAMP_NS.png")
     if not gt_json.is_file():
         raise BagError(f"no ground-truth JSON at {gt_json}; {layout}")
-    data = json.loads(gt_json.read_text())
-    if not all(k in data for k in ("annotations", "categories")):
-        raise BagError(f"{gt_json} is not COCO-panoptic (needs annotations and categories); {layout}")
+    try:
+        data = check_panoptic_json(load_json(gt_json, "ground-truth"), gt_json, "ground-truth")
+    except InputError as err:
+        raise BagError(str(err)) from None
     for png_dir in (gt_dir / "panoptic", gt_dir / gt_json.stem, gt_dir):
         if data["annotations"] and (png_dir / data["annotations"][0]["file_name"]).is_file():
             break
@@ -501,7 +506,29 @@ def load_ground_truth(gt_dir: Path, gt_json: Optional[Path] = None) -> GroundTru
             raise BagError(f"GT file {ann['file_name']!r} does not end in a stamp; {layout}")
         topic = m.group("topic").replace("/", "_") if m.group("topic") else None
         annotations[(topic, int(m.group("stamp")))] = ann
+    listed = {c["id"] for c in data["categories"]}
+    for ann in data["annotations"]:
+        _check_gt_image(png_dir / ann["file_name"], ann, listed, gt_json)
     return GroundTruth(data["categories"], annotations, png_dir)
+
+
+def _check_gt_image(png: Path, ann: dict, listed: set, gt_json: Path) -> None:
+    """One GT image fit to score: its PNG decodes, its categories are in the JSON, its
+    areas are the PNG's pixel counts (else IoU could pass 1)."""
+    try:
+        ids = read_panoptic_png(str(png), "GT PNG")
+    except InputError as err:
+        raise BagError(str(err)) from None
+    unlisted = sorted({s["category_id"] for s in ann["segments_info"]} - listed)
+    if unlisted:
+        raise BagError(f"{gt_json}: {ann['file_name']}: category ids {unlisted} are not in the JSON's categories; "
+                       f"add them or fix the segments")
+    values, counts = np.unique(ids, return_counts=True)
+    pixels = dict(zip(values.tolist(), counts.tolist()))
+    for s in ann["segments_info"]:
+        if "area" in s and pixels.get(s["id"], 0) != s["area"]:
+            raise BagError(f"{png}: segment {s['id']} has {pixels.get(s['id'], 0)} pixels but area {s['area']} "
+                           f"in {gt_json}; fix the PNG or the area (its pixel count)")
 
 
 def _class_lut(class_names: Sequence[str], gt: GroundTruth) -> np.ndarray:
@@ -645,6 +672,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         check_topics(args.input, args.image_topics, args.vocab_topics)
         if args.gt_dir is not None:
             gt = load_ground_truth(args.gt_dir, args.gt_json)
+        if args.eval_json is not None and args.eval_json.is_dir():
+            raise BagError(f"--eval-json {args.eval_json} is a folder; give a file name")
     except (BagError, ValueError) as err:
         print(f"ovseg-bag: {err}", file=sys.stderr)
         return 2
@@ -683,8 +712,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         report = evaluate_bag(args.output, args.image_topics, gt, progress=not args.quiet)
         print(format_evaluation(report))
         if args.eval_json:
-            args.eval_json.parent.mkdir(parents=True, exist_ok=True)
-            args.eval_json.write_text(json.dumps(report, indent=1))
+            try:
+                dump_json(report, args.eval_json)
+            except OSError as err:
+                print(f"ovseg-bag: {args.eval_json}: cannot write the evaluation ({err.strerror or err}); "
+                      f"the results bag {args.output} is complete", file=sys.stderr)
+                return 2
     failed = summary.bad_frames or summary.bad_vocabularies
     if failed:
         print(f"ovseg-bag: {len(summary.bad_frames)} undecodable frame(s) (empty results), "

@@ -329,3 +329,57 @@ def test_cli_reports_pq_against_ground_truth(tmp_path, segmenter):
 def test_ground_truth_layout_errors_name_the_layout(tmp_path):
     with pytest.raises(bag.BagError, match="panoptic.json.*STAMP_NS.png"):
         bag.load_ground_truth(tmp_path)
+
+
+def _gt_folder(folder: Path, images: int = 2) -> Path:
+    """A valid GT of `images` 8x8 PNGs (two segments each) that fails nothing."""
+    from ovseg_core.panoptic_io import id_to_rgb
+    from PIL import Image
+
+    (folder / "panoptic").mkdir(parents=True)
+    annotations = []
+    for i in range(images):
+        ids = np.where(np.arange(64).reshape(8, 8) < 24, 1, 2)
+        Image.fromarray(id_to_rgb(ids)).save(folder / "panoptic" / f"{i + 1}.png")
+        annotations.append({"image_id": i, "file_name": f"{i + 1}.png", "segments_info": [
+            {"id": 1, "category_id": 1, "area": 24, "iscrowd": 0}, {"id": 2, "category_id": 2, "area": 40}]})
+    cats = [{"id": 1, "name": "road", "isthing": 0}, {"id": 2, "name": "car", "isthing": 1}]
+    (folder / "panoptic.json").write_text(json.dumps({"annotations": annotations, "categories": cats}))
+    return folder
+
+
+@pytest.mark.parametrize("fault,needle", [
+    ("invalid JSON", "not valid JSON"),
+    ("a list", "is a list"),
+    ("unknown category", "category ids [9] are not in the JSON's categories"),
+    ("missing second PNG", "does not exist"),
+    ("corrupt second PNG", "not a readable image"),
+    ("area", "has 40 pixels but area 41"),
+])
+def test_all_ground_truth_is_checked_before_segmenting(tmp_path, capsys, fault, needle):
+    src = write_bag(tmp_path / "in", frames=1)
+    gt = _gt_folder(tmp_path / "gt")
+    path = {"invalid JSON": gt / "panoptic.json", "a list": gt / "panoptic.json",
+            "unknown category": gt / "panoptic.json", "area": gt / "panoptic" / "2.png"}.get(
+        fault, gt / "panoptic" / "2.png")
+    data = json.loads((gt / "panoptic.json").read_text())
+    if fault == "invalid JSON":
+        path.write_text('{"annotations": [')
+    elif fault == "a list":
+        path.write_text("[]")
+    elif fault == "unknown category":
+        data["annotations"][1]["segments_info"][1]["category_id"] = 9
+        path.write_text(json.dumps(data))
+    elif fault == "missing second PNG":
+        path.unlink()
+    elif fault == "corrupt second PNG":
+        path.write_bytes(path.read_bytes()[:30])
+    else:
+        data["annotations"][1]["segments_info"][1]["area"] = 41
+        (gt / "panoptic.json").write_text(json.dumps(data))
+    code = bag.main([str(src), str(tmp_path / "out"), "--image-topics", CAM, "--vocab", VOCAB_1,
+                     "--preset", "tiny", "--device", "cpu", "--gt-dir", str(gt), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err and "\n" not in err
+    assert str(path) in err and needle in err, err
+    assert not (tmp_path / "out").exists()          # nothing was segmented
