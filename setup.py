@@ -25,10 +25,11 @@ setup(
         "pyyaml",
         "pillow",
         "rosbags",   # pure Python rosbag1/rosbag2/mcap: `ovseg-bag` needs no ROS 2 installation
+        "peft",      # LoRA layers for the `lora` training policy (ovseg_core/trainable.py)
     ],
     extras_require={
         "train": ["tensorboard"],
-        "test": ["pytest"],
+        "test": ["pytest", "hypothesis"],
         # ROS 2 Kilted from PyPI wheels (ENVIRONMENT.md): enough to build our interfaces
         # with colcon and run the node; `make ros` installs these and builds.
         "ros": [

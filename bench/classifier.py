@@ -191,7 +191,7 @@ def main(argv: Sequence[str] = None) -> int:
         t0 = time.perf_counter()
         crop = build_segmenter(PRESET, device=str(device), embedding_cache=cache, overrides={
             **base, "clip.input_size": sizes[0], "classifier.type": "mask_crop",
-            "classifier.sma_layers": [], "classifier.distribution_adapter": False,
+            "classifier.sma_layers": [], "classifier.distribution_adapter_layers": 0,
             "classifier.learned_void": False})
         crop.proposals = None  # only its classifier is used; free the Mask2Former
         log(f"built the mask_crop baseline in {time.perf_counter() - t0:.1f} s")

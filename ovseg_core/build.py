@@ -16,6 +16,7 @@ from torch import nn
 from .config import ClassifierConfig, PresetConfig, load_preset, preset_names, resolve_path, size_pair
 from .modeling.classifiers import CLASSIFIERS, GeometricEnsemble, MaskCropClassifier, MaskAdapterClassifier
 from .modeling.clip_encoder import MaskCLIPEncoder
+from .modeling.distribution_adapter import ADAPTER_LAYERS
 from .modeling.proposals import Mask2FormerProposals
 from .segmenter import Segmenter
 from .text import EmbeddingCache, TextEncoder
@@ -56,13 +57,18 @@ def build_classifier(cfg: ClassifierConfig, clip: nn.Module, visual: nn.Module, 
         raise ValueError(f"preset {preset!r}: unknown classifier type {cfg.type!r}; "
                          f"choose one of {sorted(CLASSIFIERS)}")
     uses_masks_in_clip = cfg.type == "mask_attention"
-    if not uses_masks_in_clip and (cfg.sma_layers or cfg.distribution_adapter):
-        raise ValueError(f"preset {preset!r}: sma_layers and distribution_adapter need the "
+    if not uses_masks_in_clip and (cfg.sma_layers or cfg.distribution_adapter_layers):
+        raise ValueError(f"preset {preset!r}: sma_layers and distribution_adapter_layers need the "
                          f"mask_attention classifier, not {cfg.type!r}")
+    if cfg.distribution_adapter_layers not in ADAPTER_LAYERS:
+        raise ValueError(f"preset {preset!r}: classifier.distribution_adapter_layers is "
+                         f"{cfg.distribution_adapter_layers}; use one of {ADAPTER_LAYERS} "
+                         f"(0: no adapter, 2: the paper's)")
     text_dim = int(clip.text_projection.shape[1]) if getattr(clip, "text_projection", None) is not None \
         else clip.visual.output_dim
     encoder = MaskCLIPEncoder(visual, text_dim=text_dim, sma_layers=cfg.sma_layers,
-                              sma_residual=cfg.sma_residual, distribution_adapter=cfg.distribution_adapter)
+                              sma_residual=cfg.sma_residual,
+                              distribution_adapter_layers=cfg.distribution_adapter_layers)
     kwargs: Dict[str, Any] = dict(logit_scale=float(clip.logit_scale.detach().exp()), learned_void=cfg.learned_void)
     if cfg.type == "mask_crop":
         # Crops go through CLIP at its native (pre-training) size.
@@ -103,7 +109,12 @@ def build_from_config(cfg: PresetConfig, embedding_cache: Optional[EmbeddingCach
         seen = list(cfg.ensemble.seen_classes)
     clip.visual = None  # the encoders own the visual tower now; the text tower stays here
     proposals = build_proposals(cfg)
-    trainable = apply_trainable(classifier, cfg.classifier.trainable, clip, proposals)
+    try:
+        trainable = apply_trainable(classifier, cfg.classifier.trainable, clip, proposals,
+                                    lora_rank=cfg.classifier.lora_rank,
+                                    second_policy=cfg.ensemble.classifier.trainable if cfg.ensemble else "frozen")
+    except ValueError as err:
+        raise ValueError(f"preset {cfg.name!r}: {err}") from err
     if cfg.weights:
         load_delta(classifier, trainable, resolve_path(cfg.weights), cfg.name)
     classifier.eval()

@@ -84,40 +84,41 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="do not print the segment tables")
     c = sub.add_parser("params", help="count what a preset's trainable policy trains")
     c.add_argument("--preset", default="smart_vitl14_336_swinb")
+    c.add_argument("--trainable", help="another policy than the preset's (ovseg_core.trainable.POLICIES)")
+    c.add_argument("--lora-rank", type=int, help="LoRA rank, with --trainable lora")
     return p
 
 
-def count_params(preset: str) -> int:
+def count_params(preset: str, trainable: Optional[str] = None, lora_rank: Optional[int] = None) -> int:
     """Builds the preset's classifier with random weights and prints its trainable parts."""
     from .build import build_classifier
     from .config import load_preset, size_pair
-    from .trainable import apply_trainable
+    from .trainable import apply_trainable, describe_trainable, format_trainable
     from .weights import create_clip
-    cfg = load_preset(preset, {"clip.pretrained": None})
+    overrides = {"clip.pretrained": None}
+    overrides.update({k: v for k, v in (("classifier.trainable", trainable),
+                                        ("classifier.lora_rank", lora_rank)) if v is not None})
+    cfg = load_preset(preset, overrides)
     clip = create_clip(cfg.clip.model, None, cfg.name)
     classifier = build_classifier(cfg.classifier, clip, clip.visual, size_pair(cfg.clip.input_size), cfg.name)
-    params = dict(classifier.named_parameters())
-    names = apply_trainable(classifier, cfg.classifier.trainable, clip)
-    groups = {}
-    for n in names:
-        group = ("CLIP query projections (f_q)" if ".attn.q_proj." in n else
-                 "SMA (g_q, g_k, g_v)" if ".sma." in n else
-                 "Distribution Adapter" if "distribution_adapter" in n else
-                 "void embedding" if "void_embedding" in n else "other new modules")
-        groups[group] = groups.get(group, 0) + params[n].numel()
-    total = sum(groups.values())
-    print(f"preset {cfg.name} ({cfg.clip.model}, policy {cfg.classifier.trainable}):")
-    for group, n in groups.items():
-        print(f"  {group:<32} {n:>12,}")
-    print(f"  {'trainable total':<32} {total:>12,}  ({total / 1e6:.1f}M)")
-    print(f"  {'all classifier parameters':<32} {sum(p.numel() for p in params.values()):>12,}")
-    return total
+    policy = cfg.classifier.trainable
+    names = apply_trainable(classifier, policy, clip, lora_rank=cfg.classifier.lora_rank)
+    table = describe_trainable(classifier, names)
+    rank = f", rank {cfg.classifier.lora_rank}" if policy == "lora" else ""
+    print(f"preset {cfg.name} ({cfg.clip.model}, policy {policy}{rank}):")
+    print(format_trainable(table))
+    print(f"  {'all classifier parameters':<38} {sum(p.numel() for p in classifier.parameters()):>12,}")
+    return sum(row["parameters"] for row in table.values())
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "params":
-        count_params(args.preset)
+        try:
+            count_params(args.preset, args.trainable, args.lora_rank)
+        except ValueError as err:
+            print(f"ovseg: {err}", file=sys.stderr)
+            return 2
         return 0
     try:
         vocabulary = Vocabulary.parse(args.vocab)

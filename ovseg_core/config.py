@@ -54,9 +54,10 @@ class ClassifierConfig:
     type: str = "mask_attention"         # mask_attention | mask_pooling | mask_crop | mask_adapter
     sma_layers: List[int] = field(default_factory=list)
     sma_residual: bool = True
-    distribution_adapter: bool = False
+    distribution_adapter_layers: int = 0  # Distribution Adapter convs: 0 none, 1-3 (2: the paper's)
     learned_void: bool = False
     trainable: str = "frozen"            # see ovseg_core.trainable.POLICIES
+    lora_rank: int = 8                   # trainable: lora only
     adapter_hidden: int = 256            # mask_adapter only
     adapter_maps: int = 16               # mask_adapter only
     crop_chunk: int = 32                 # mask_crop only

@@ -9,7 +9,7 @@ from ovseg_core.modeling.classifiers import MaskAttentionClassifier
 from ovseg_core.modeling.clip_encoder import MaskCLIPEncoder
 from ovseg_core.text import ClassEmbeddings
 from ovseg_core.structures import MaskProposals
-from ovseg_core.trainable import apply_trainable
+from ovseg_core.trainable import add_lora, apply_trainable
 from ovseg_core.weights import register_clip_configs
 
 
@@ -107,7 +107,7 @@ def test_state_dict_round_trip_is_exact(clip):
 
 def test_untrained_sma_and_adapter_start_from_the_baseline(clip):
     base = make_encoder(clip)
-    smart = make_encoder(clip, sma_layers=[-1], distribution_adapter=True)
+    smart = make_encoder(clip, sma_layers=[-1], distribution_adapter_layers=2)
     images, masks = torch.randn(1, 3, 64, 64), torch.randn(1, 4, 16, 16) * 4
     text = torch.randn(5, 64)
     with torch.no_grad():
@@ -125,7 +125,7 @@ def test_untrained_sma_and_adapter_start_from_the_baseline(clip):
 
 def test_query_projection_tuning_moves_only_q_and_new_modules(clip):
     text_tower = copy.deepcopy(clip)
-    enc = MaskCLIPEncoder(copy.deepcopy(clip.visual), text_dim=64, sma_layers=[-1], distribution_adapter=True)
+    enc = MaskCLIPEncoder(copy.deepcopy(clip.visual), text_dim=64, sma_layers=[-1], distribution_adapter_layers=2)
     clf = MaskAttentionClassifier(enc, logit_scale=10.0, input_size=64, learned_void=True)
     trainable = apply_trainable(clf, "query_projection", text_tower)
     assert trainable and all(".attn.q_proj." in n or ".sma." in n or "distribution_adapter" in n
@@ -155,7 +155,7 @@ def test_query_projection_tuning_moves_only_q_and_new_modules(clip):
 
 
 def test_attention_bias_is_the_same_in_chunks_and_at_once(clip):
-    enc = make_encoder(clip, distribution_adapter=True)
+    enc = make_encoder(clip, distribution_adapter_layers=2)
     torch.nn.init.normal_(enc.distribution_adapter.conv2.weight, std=0.3)  # a "trained" adapter
     torch.nn.init.constant_(enc.distribution_adapter.conv2.bias, 4.0)
     torch.manual_seed(0)
@@ -183,6 +183,104 @@ def test_untrained_adapter_keeps_the_exact_patch_rule_on_fine_masks(clip):
     masks = torch.randn(1, 6, 50, 70) * 2 - 5
     with torch.no_grad():
         plain = make_encoder(clip).attention_bias(masks, (48, 80))
-        adapted = make_encoder(clip, distribution_adapter=True).attention_bias(masks, (48, 80))
+        adapted = make_encoder(clip, distribution_adapter_layers=2).attention_bias(masks, (48, 80))
     assert torch.equal(plain, adapted)
     assert (plain == 0).any() and torch.isinf(plain).any()
+
+
+def test_position_embedding_gets_its_gradient_after_an_evaluation_at_the_same_size(clip):
+    """Training and evaluation interleave: a resized table cached by a no-grad pass must
+    never be handed to a pass that trains positional_embedding."""
+    enc = make_encoder(clip)
+    clf = MaskAttentionClassifier(enc, logit_scale=10.0, input_size=96)   # 6 x 6 grid, native is 4 x 4
+    apply_trainable(clf, "full_clip")
+    images, masks = torch.randn(1, 3, 96, 96), torch.randn(1, 3, 24, 24) * 4
+    with torch.no_grad():
+        enc(images, masks)
+        # Serving still reuses the resized table.
+        assert enc.position_embedding((6, 6)) is enc.position_embedding((6, 6))
+    out = enc(images, masks)
+    (out["masks"].square().sum() + out["image"].square().sum()).backward()
+    grad = enc.positional_embedding.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def test_frozen_position_embedding_is_resized_once(clip):
+    enc = make_encoder(clip)
+    enc.requires_grad_(False)
+    assert torch.is_grad_enabled()
+    assert enc.position_embedding((5, 7)) is enc.position_embedding((5, 7))
+    enc.positional_embedding.requires_grad_(True)
+    assert enc.position_embedding((5, 7)).requires_grad
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_untrained_adapter_of_any_depth_is_the_identity(clip, layers):
+    enc = make_encoder(clip, distribution_adapter_layers=layers)
+    convs = [m for m in enc.distribution_adapter.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == layers
+    widths = [(c.in_channels, c.out_channels) for c in convs]
+    assert widths == {1: [(1, 1)], 2: [(1, 8), (8, 1)], 3: [(1, 8), (8, 8), (8, 1)]}[layers]
+    masks = torch.randn(2, 3, 16, 16) * 3
+    with torch.no_grad():
+        assert torch.equal(enc.adapted_masks(masks, (64, 64)), masks)
+
+
+@pytest.mark.parametrize("layers", [-1, 4, True])
+def test_adapter_layers_outside_0_to_3_are_refused(clip, layers):
+    with pytest.raises(ValueError, match="distribution_adapter_layers"):
+        make_encoder(clip, distribution_adapter_layers=layers)
+
+
+def test_adapted_masks_are_what_the_attention_bias_pools(clip):
+    enc = make_encoder(clip, distribution_adapter_layers=2)
+    torch.nn.init.normal_(enc.distribution_adapter.conv2.weight, std=0.3)  # a "trained" adapter
+    torch.nn.init.constant_(enc.distribution_adapter.conv2.bias, -1.0)
+    torch.manual_seed(0)
+    masks = torch.randn(2, 5, 40, 40) * 3   # finer than 4 samples per 16 px patch: pooled to 16 x 16 first
+    with torch.no_grad():
+        adapted = enc.adapted_masks(masks, (64, 64))
+        bias = enc.attention_bias(masks, (64, 64))[:, 0, :, 1:]
+    assert adapted.shape == (2, 5, 16, 16)
+    allowed = torch.nn.functional.adaptive_max_pool2d(adapted.flatten(0, 1), (4, 4)).reshape(2, 5, 16) >= 0
+    assert torch.equal(bias == 0, allowed)
+    assert make_encoder(clip).adapted_masks(masks, (64, 64)) is None
+    assert enc.adapted_masks(masks[:, :0], (64, 64)).shape == (2, 0, 16, 16)
+
+
+def test_a_loss_on_adapted_masks_reaches_the_adapter_from_outside_the_mask(clip):
+    """The attention bias is -inf outside a mask, so through it the adapter only learns to
+    shrink masks; supervising its output directly gives it gradient everywhere."""
+    enc = make_encoder(clip, distribution_adapter_layers=2).train()
+    masks = torch.full((1, 1, 16, 16), -6.0)
+    masks[..., :8, :8] = 6.0                      # the proposal: the top-left quarter
+    target = torch.zeros(1, 1, 16, 16)
+    target[..., :8, :] = 1.0                      # the ground truth: the whole top half
+    outside = masks < 0
+    adapted = enc.adapted_masks(masks, (64, 64))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(adapted[outside], target[outside])
+    loss.backward()
+    last = enc.distribution_adapter.conv2
+    assert last.weight.grad.abs().sum() > 0 and last.bias.grad.abs().sum() > 0
+
+
+def test_open_clip_export_merges_a_lora(clip):
+    enc = make_encoder(clip)
+    plain = enc.open_clip_state_dict()
+    add_lora(enc, 2)
+    with torch.no_grad():
+        for name, p in enc.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    merged = enc.open_clip_state_dict()
+    assert set(merged) == set(plain)
+    assert not torch.equal(merged["transformer.resblocks.0.attn.in_proj_weight"],
+                           plain["transformer.resblocks.0.attn.in_proj_weight"])
+    # The merged weights are the LoRA model's: plain open_clip with them gives its outputs.
+    clip2 = copy.deepcopy(clip)
+    clip2.visual.load_state_dict(merged)
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(clip2.encode_image(images), enc(images)["image"], atol=1e-4)
+    with pytest.raises(ValueError, match="LoRA"):
+        enc.load_open_clip_state_dict(plain)

@@ -209,6 +209,24 @@ def test_unknown_trainable_policy():
     assert "everything" in message and all(p in message for p in POLICIES)
 
 
+@pytest.mark.parametrize("overrides, words", [
+    ({"classifier.distribution_adapter_layers": 4}, ["distribution_adapter_layers", "(0, 1, 2, 3)"]),
+    ({"classifier.trainable": "lora", "classifier.lora_rank": 0}, ["lora_rank", ">= 1"]),
+    ({"ensemble.classifier.trainable": "full_clip"}, ["frozen CLIP", "new_modules"]),
+])
+def test_bad_classifier_settings_name_the_key_and_the_way_out(overrides, words):
+    with pytest.raises(ValueError) as info:
+        build_segmenter("tiny", device="cpu", overrides=overrides)
+    message = str(info.value)
+    assert "'tiny'" in message and all(w in message for w in words), message
+
+
+def test_the_old_adapter_switch_points_to_its_replacement():
+    with pytest.raises(ValueError) as info:
+        load_preset("tiny", {"classifier.distribution_adapter": True})
+    assert "distribution_adapter_layers" in str(info.value)
+
+
 def test_unknown_precision():
     with pytest.raises(ValueError) as info:
         build_segmenter("tiny", device="cpu", overrides={"precision": "fp8"})

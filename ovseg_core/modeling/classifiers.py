@@ -56,14 +56,26 @@ class MaskClassifier(nn.Module):
         """-> [B, Q, E] mask embeddings in CLIP's joint space."""
         raise NotImplementedError
 
+    def adapted_masks(self, proposals: MaskProposals) -> Optional[torch.Tensor]:
+        """The Distribution Adapter's output logits [B, Q, h', w'] (None without one)."""
+        return None
+
     def forward(self, images: torch.Tensor, proposals: MaskProposals, text: ClassEmbeddings,
-                seen: Optional[torch.Tensor] = None) -> torch.Tensor:
+                seen: Optional[torch.Tensor] = None, return_embeddings: bool = False,
+                return_adapted_masks: bool = False):
+        """-> logits [B, Q, K(+1)]; with ``return_embeddings`` also the normalised mask
+        embeddings [B, Q, E] they were computed from (Mask-Adapter's consistency loss), with
+        ``return_adapted_masks`` also :meth:`adapted_masks` (the adapter's Dice/BCE loss), in
+        that order. Everything a training loss needs comes out of forward, so the
+        classifier can be wrapped in DistributedDataParallel."""
         features = F.normalize(self.embed(images, proposals, text).float(), dim=-1)
         logits = text.logits(features, self.logit_scale)
         if self.void_embedding is not None:
             void = features @ F.normalize(self.void_embedding.float(), dim=0)
             logits = torch.cat([logits, self.logit_scale * void[..., None]], dim=-1)
-        return logits
+        extras = ([features] if return_embeddings else []) + \
+            ([self.adapted_masks(proposals)] if return_adapted_masks else [])
+        return (logits, *extras) if extras else logits
 
     def new_parameters(self) -> Iterable[Tuple[str, nn.Parameter]]:
         """Parameters that are not CLIP's: always trained (SMART's new modules)."""
@@ -79,14 +91,24 @@ class MaskAttentionClassifier(MaskClassifier):
         out = self.encoder(self.normalize(images), proposals.masks, text.embeddings)
         return out["masks"]
 
+    def adapted_masks(self, proposals):
+        return self.encoder.adapted_masks(proposals.masks, self.input_size)
+
 
 class MaskPoolingClassifier(MaskClassifier):
+    """FC-CLIP's mask pooling: the mask logits, bilinearly resized to the feature grid and
+    binarised (logit > 0), average CLIP's dense features before the final projection
+    (last-block patch tokens); the average then goes through CLIP's head (ln_post, proj).
+    An empty mask pools nothing (zero features)."""
+
     def embed(self, images, proposals, text):
-        dense = self.encoder(self.normalize(images))["patches"]  # [B, gh, gw, E]
-        weights = F.interpolate(proposals.masks.float(), size=dense.shape[1:3], mode="bilinear",
-                                align_corners=False).sigmoid()
-        pooled = torch.einsum("bqhw,bhwe->bqe", weights.to(dense.dtype), dense)
-        return pooled / weights.flatten(2).sum(-1, keepdim=True).clamp_min(1e-6).to(dense.dtype)
+        tokens = self.encoder(self.normalize(images))["tokens"]  # [B, gh, gw, width]
+        inside = F.interpolate(proposals.masks.float(), size=tokens.shape[1:3], mode="bilinear",
+                               align_corners=False) > 0
+        inside = inside.to(tokens.dtype)
+        pooled = torch.einsum("bqhw,bhwc->bqc", inside, tokens)
+        pooled = pooled / inside.flatten(2).sum(-1, keepdim=True).clamp_min(1)
+        return self.encoder.head(pooled)
 
 
 class MaskCropClassifier(MaskClassifier):
@@ -136,12 +158,17 @@ class MaskAdapterClassifier(MaskClassifier):
 
 
 class GeometricEnsemble(nn.Module):
-    """p(c) = p_first(c)^(1-w) * p_second(c)^w, w = alpha for seen classes, beta for unseen.
+    """FC-CLIP's geometric ensemble: p(c) ~ p_first(c)^(1-w) * p_second(c)^w, w = alpha
+    for seen classes, beta for unseen.
 
     ``first`` is the in-vocabulary classifier (trained on the seen classes), ``second``
-    the out-of-vocabulary one (FC-CLIP: a 0.4, b 0.8; Mask-Adapter with FC-CLIP: 0.7, 0.9).
-    Returns log-probabilities over the K classes (void is left to the proposals'
-    objectness). ``seen`` [K] bool marks the seen classes; None means all unseen.
+    the out-of-vocabulary one, frozen CLIP (FC-CLIP: a 0.4, b 0.8; Mask-Adapter with
+    FC-CLIP: 0.7, 0.9). Each half's softmax runs over the K classes only (a void logit is
+    dropped before it). If ``first`` has a learned void, the void probability is its
+    p_void and the classes share the rest: the K + 1 returned logits have the softmax
+    [softmax(ensemble) * (1 - p_void), p_void]; otherwise the K logits are the ensemble's
+    log-probabilities (void is then left to the proposals' objectness).
+    ``seen`` [K] bool marks the seen classes; None means all unseen.
     """
 
     def __init__(self, first: nn.Module, second: nn.Module, alpha: float = 0.4, beta: float = 0.8):
@@ -151,17 +178,18 @@ class GeometricEnsemble(nn.Module):
 
     def forward(self, images, proposals, text: ClassEmbeddings, seen: Optional[torch.Tensor] = None):
         k = text.num_classes
-        log_p = [m(images, proposals, text, seen).float().softmax(-1)[..., :k].clamp_min(1e-12).log()
-                 for m in (self.first, self.second)]
-        w = torch.full((k,), self.beta, device=log_p[0].device)
+        first = self.first(images, proposals, text, seen).float()
+        second = self.second(images, proposals, text, seen).float()
+        w = torch.full((k,), self.beta, device=first.device)
         if seen is not None:
             w = torch.where(seen.to(w.device), torch.full_like(w, self.alpha), w)
-        return (1 - w) * log_p[0] + w * log_p[1]
-
-    def new_parameters(self):
-        for prefix, m in (("first.", self.first), ("second.", self.second)):
-            for name, p in m.new_parameters():
-                yield prefix + name, p
+        ensemble = (1 - w) * first[..., :k].log_softmax(-1) + w * second[..., :k].log_softmax(-1)
+        if first.shape[-1] == k:
+            return ensemble
+        log_first = first.log_softmax(-1)
+        log_void = log_first[..., k:]
+        log_not_void = log_first[..., :k].logsumexp(-1, keepdim=True)   # log(1 - p_void), stably
+        return torch.cat([ensemble.log_softmax(-1) + log_not_void, log_void], dim=-1)
 
 
 CLASSIFIERS = {

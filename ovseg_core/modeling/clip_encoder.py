@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .distribution_adapter import DistributionAdapter
+from .distribution_adapter import ADAPTER_LAYERS, DistributionAdapter
 from .sma import SemanticGuidedAttention
 
 
@@ -45,8 +45,9 @@ class SplitAttention(nn.Module):
             proj.bias.copy_(b)
 
     def fused(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        projs = (self.q_proj, self.k_proj, self.v_proj)
-        return torch.cat([p.weight for p in projs]), torch.cat([p.bias for p in projs])
+        """open_clip's in_proj weight and bias (a LoRA's update merged in)."""
+        projs = [merged_linear(p) for p in (self.q_proj, self.k_proj, self.v_proj)]
+        return torch.cat([w for w, _ in projs]), torch.cat([b for _, b in projs])
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
@@ -68,6 +69,16 @@ class SplitAttention(nn.Module):
             out_mask = F.scaled_dot_product_attention(q[:, :, n_img:], k, v, attn_mask=mask_bias.to(q.dtype))
             out = torch.cat([out, out_mask], dim=2)
         return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+def merged_linear(linear: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a Linear, or of a peft LoRA Linear with its update merged in."""
+    base = getattr(linear, "base_layer", linear)
+    weight = base.weight
+    for name in getattr(linear, "active_adapters", ()):
+        if name in getattr(linear, "lora_A", {}):
+            weight = weight + linear.get_delta_weight(name)
+    return weight, base.bias
 
 
 class MaskTokenBlock(nn.Module):
@@ -101,12 +112,13 @@ class MaskCLIPEncoder(nn.Module):
 
     sma_layers: indices of blocks (negative from the end) whose mask tokens first
     cross-attend to the vocabulary's text embeddings (SMART's Semantic-guided Mask
-    Attention). distribution_adapter: SMART's two-conv adapter on the proposals.
+    Attention). distribution_adapter_layers: conv layers of SMART's Distribution Adapter
+    on the proposals (0: none; the paper's is 2).
     """
 
     def __init__(self, visual: nn.Module, text_dim: Optional[int] = None,
                  sma_layers: Sequence[int] = (), sma_residual: bool = True,
-                 distribution_adapter: bool = False):
+                 distribution_adapter_layers: int = 0):
         super().__init__()
         if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok" \
                 or getattr(visual, "final_ln_after_pool", False):
@@ -129,7 +141,11 @@ class MaskCLIPEncoder(nn.Module):
             MaskTokenBlock(b, SemanticGuidedAttention(self.width, text_dim, b.attn.num_heads, sma_residual)
                            if i in chosen else None)
             for i, b in enumerate(blocks))
-        self.distribution_adapter = DistributionAdapter() if distribution_adapter else None
+        if isinstance(distribution_adapter_layers, bool) or distribution_adapter_layers not in ADAPTER_LAYERS:
+            raise ValueError(f"distribution_adapter_layers must be one of {ADAPTER_LAYERS} "
+                             f"(0: no adapter, 2: the paper's), not {distribution_adapter_layers!r}")
+        self.distribution_adapter = DistributionAdapter(distribution_adapter_layers) \
+            if distribution_adapter_layers else None
         self._pos_cache: Dict[Tuple, torch.Tensor] = {}
         self.bias_chunk = 4
 
@@ -140,13 +156,15 @@ class MaskCLIPEncoder(nn.Module):
         for key, value in self.state_dict().items():
             if ".sma." in key or key.startswith("distribution_adapter."):
                 continue
-            if any(f"attn.{p}_proj." in key for p in "qkv"):
+            if any(f"attn.{p}_proj." in key for p in ("q", "k", "v", "out")):
                 continue
             out[_open_clip_key(key)] = value
         for i, block in enumerate(self.blocks):
+            prefix = f"transformer.resblocks.{i}.attn."
             w, b = block.attn.fused()
-            out[f"transformer.resblocks.{i}.attn.in_proj_weight"] = w.detach()
-            out[f"transformer.resblocks.{i}.attn.in_proj_bias"] = b.detach()
+            out[prefix + "in_proj_weight"], out[prefix + "in_proj_bias"] = w.detach(), b.detach()
+            w, b = merged_linear(block.attn.out_proj)
+            out[prefix + "out_proj.weight"], out[prefix + "out_proj.bias"] = w.detach(), b.detach()
         return out
 
     @torch.no_grad()
@@ -159,6 +177,8 @@ class MaskCLIPEncoder(nn.Module):
         if missing or unexpected or bad_shape:
             raise ValueError(f"open_clip visual weights do not fit this encoder: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}, wrong shape {bad_shape[:5]}")
+        if any(".lora_" in key for key in self.state_dict()):
+            raise ValueError("this encoder has LoRA layers: load open_clip weights before adding them")
         own = self.state_dict()
         for key, value in state.items():
             if key.endswith("attn.in_proj_weight") or key.endswith("attn.in_proj_bias"):
@@ -174,18 +194,24 @@ class MaskCLIPEncoder(nn.Module):
         return image_size[0] // self.patch_size, image_size[1] // self.patch_size
 
     def position_embedding(self, grid: Tuple[int, int]) -> torch.Tensor:
-        """CLIP's position embeddings bilinearly resized to ``grid`` (cached per size)."""
+        """CLIP's position embeddings bilinearly resized to ``grid``.
+
+        The resized table is cached (one size: the serving size) only while it cannot
+        need a gradient: a cached tensor has no graph, so handing it to a pass that trains
+        ``positional_embedding`` would silently cut that parameter's gradient.
+        """
         pos = self.positional_embedding
         if tuple(grid) == self.native_grid:
             return pos
+        cacheable = not (torch.is_grad_enabled() and pos.requires_grad)
         key = (tuple(grid), pos.device, pos.dtype, pos._version)
-        if key in self._pos_cache:
+        if cacheable and key in self._pos_cache:
             return self._pos_cache[key]
         patches = pos[1:].float().reshape(1, *self.native_grid, -1).permute(0, 3, 1, 2)
         patches = F.interpolate(patches, size=grid, mode="bilinear", align_corners=False)
         resized = torch.cat([pos[:1].float(), patches.flatten(2).transpose(1, 2)[0]]).to(pos.dtype)
-        if not torch.is_grad_enabled():
-            self._pos_cache = {key: resized}  # one size at a time: the serving size
+        if cacheable:
+            self._pos_cache = {key: resized}
         return resized
 
     def attention_bias(self, masks: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
@@ -198,12 +224,7 @@ class MaskCLIPEncoder(nn.Module):
         """
         b, q = masks.shape[:2]
         grid = self.grid(image_size)
-        logits = masks.float().flatten(0, 1)[:, None]
-        # On the CPU, a few masks at a time keep the adapter's activations in cache
-        # (3x faster at 100 masks, same numbers); a GPU takes them all at once.
-        chunk = self.bias_chunk if logits.device.type == "cpu" else max(len(logits), 1)
-        pooled = torch.cat([self._pool_to_grid(c, grid) for c in logits.split(chunk)]) \
-            if len(logits) else logits.new_zeros(0, 1, *grid)
+        pooled = self._per_mask(masks, lambda c: F.adaptive_max_pool2d(self._adapt(c, grid), grid), grid)
         pooled = pooled.reshape(b, q, grid[0] * grid[1])
         allowed = torch.cat([pooled.new_ones(b, q, 1, dtype=torch.bool), pooled >= 0], dim=2)
         bias = torch.zeros_like(allowed, dtype=torch.float32).masked_fill(~allowed, float("-inf"))
@@ -214,16 +235,44 @@ class MaskCLIPEncoder(nn.Module):
             bias = bias + (soft - soft.detach())
         return bias[:, None]
 
-    def _pool_to_grid(self, logits: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
-        if self.distribution_adapter is not None:
-            # The adapter works at no more than 4 x 4 samples per patch: finer detail could
-            # only reach the patch grid through a max. Max-pooling to exactly 4x the grid
-            # and then to the grid gives the same windows as pooling to the grid at once.
-            fine = (min(logits.shape[-2], 4 * grid[0]), min(logits.shape[-1], 4 * grid[1]))
-            if fine != tuple(logits.shape[-2:]):
-                logits = F.adaptive_max_pool2d(logits, fine)
-            logits = self.distribution_adapter(logits)
-        return F.adaptive_max_pool2d(logits, grid)
+    def adapted_masks(self, masks: torch.Tensor, image_size: Tuple[int, int]) -> Optional[torch.Tensor]:
+        """[B, Q, h, w] mask logits -> the Distribution Adapter's output logits
+        [B, Q, h', w'] at its working resolution (at most 4 x 4 samples per patch), the
+        tensor the attention bias max-pools to the patch grid; None without an adapter.
+
+        Training supervises it with ground-truth masks (Dice + BCE): through the bias
+        alone the adapter gets gradient only inside the mask (outside is -inf)."""
+        if self.distribution_adapter is None:
+            return None
+        grid = self.grid(image_size)
+        adapted = self._per_mask(masks, lambda c: self._adapt(c, grid), self._working_size(masks, grid))
+        return adapted.reshape(*masks.shape[:2], *adapted.shape[-2:])
+
+    def _working_size(self, masks: torch.Tensor, grid: Tuple[int, int]) -> Tuple[int, int]:
+        return min(masks.shape[-2], 4 * grid[0]), min(masks.shape[-1], 4 * grid[1])
+
+    def _adapt(self, logits: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+        """[N, 1, h, w] logits -> the adapter's output (the logits unchanged without one).
+
+        The adapter works at no more than 4 x 4 samples per patch: finer detail could only
+        reach the patch grid through a max. Max-pooling to exactly 4x the grid and then to
+        the grid gives the same windows as pooling to the grid at once."""
+        if self.distribution_adapter is None:
+            return logits
+        fine = self._working_size(logits, grid)
+        if fine != tuple(logits.shape[-2:]):
+            logits = F.adaptive_max_pool2d(logits, fine)
+        return self.distribution_adapter(logits)
+
+    def _per_mask(self, masks: torch.Tensor, fn, empty_size: Tuple[int, int]) -> torch.Tensor:
+        """``fn`` over [B, Q, h, w] masks as [N, 1, h, w] chunks, concatenated."""
+        logits = masks.float().flatten(0, 1)[:, None]
+        if not len(logits):
+            return logits.new_zeros(0, 1, *empty_size)
+        # On the CPU, a few masks at a time keep the adapter's activations in cache
+        # (3x faster at 100 masks, same numbers); a GPU takes them all at once.
+        chunk = self.bias_chunk if logits.device.type == "cpu" else len(logits)
+        return torch.cat([fn(c) for c in logits.split(chunk)])
 
     def forward(self, images: torch.Tensor, masks: Optional[torch.Tensor] = None,
                 text: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
@@ -261,13 +310,8 @@ class MaskCLIPEncoder(nn.Module):
         """CLIP's output head (ln_post, proj): width -> joint embedding space."""
         return self.ln_post(tokens) @ self.proj
 
-    # ---- what Query Projection Tuning trains ----------------------------------------
+    # ---- the modules that are not CLIP's (trainable.py trains them under every policy) --
     def new_module_parameters(self) -> Iterable[Tuple[str, nn.Parameter]]:
         for name, p in self.named_parameters():
             if ".sma." in name or name.startswith("distribution_adapter."):
-                yield name, p
-
-    def query_projection_parameters(self) -> Iterable[Tuple[str, nn.Parameter]]:
-        for name, p in self.named_parameters():
-            if ".attn.q_proj." in name:
                 yield name, p
