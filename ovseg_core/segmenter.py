@@ -61,7 +61,7 @@ def image_to_tensor(image: ImageLike, device: torch.device) -> torch.Tensor:
         raise ValueError(f"an image tensor must be uint8 (0..255) or float (0..1), got {image.dtype}; "
                          f"convert with .to(torch.uint8) for 0..255 values")
     if image.shape[1] < 1 or image.shape[2] < 1:
-        raise ValueError(f"empty image of shape {tuple(image.shape)}")
+        raise ValueError(f"empty image of shape {tuple(image.shape)}; give an image of at least 1x1 pixel")
     image = image.to(device)
     if image.dtype == torch.uint8:
         return image.float() / 255.0

@@ -268,10 +268,19 @@ def _mapillary(root, split: str, version: str) -> EvalDataset:
                                 f"(nested layout) exists. Expected layout:\n{layout}")
     config = load_json(config_path, f"{name} config")
     labels = config.get("labels") if isinstance(config, dict) else None
-    if not isinstance(labels, list) or not all(isinstance(lab, dict) and isinstance(lab.get("name"), str)
-                                               for lab in labels):
-        raise InputError(f"{config_path}: not a Mapillary config (needs a list 'labels' of objects with a "
-                         f"name); use the config.json of the download")
+    if not isinstance(labels, list):
+        raise InputError(f"{config_path}: not a Mapillary config (needs a list 'labels'); use the config.json "
+                         f"of the download")
+    for k, lab in enumerate(labels):
+        color = lab.get("color") if isinstance(lab, dict) else None
+        if not (isinstance(lab, dict) and isinstance(lab.get("name"), str) and lab["name"].strip()
+                and isinstance(lab.get("readable", ""), str)
+                and all(isinstance(lab.get(f, True), bool) for f in ("instances", "evaluate"))
+                and (color is None or (isinstance(color, list) and len(color) == 3
+                                       and all(isinstance(c, int) and 0 <= c < 256 for c in color)))):
+            raise InputError(f"{config_path}: labels[{k}] needs a name, and where given a string readable, "
+                             f"true/false instances and evaluate, and an RGB color; use the config.json of "
+                             f"the download")
     if len(labels) != num_labels:
         raise ValueError(f"{name}: {config_path} has {len(labels)} labels; v{version} has {num_labels}. "
                          f"Is this the config of the other version?")
