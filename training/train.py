@@ -71,30 +71,36 @@ def shapes_validation_set(recipe, run_dir: Path) -> Path:
 
 
 def make_validator(recipe, run_dir: Path):
-    """Validation through training/evaluate.py's per-image code: PQ (all / things /
-    stuff) and mIoU on the first eval.limit images, at their own size."""
+    """The recipe's validation set (None without one): a reader's split, or ShapesWorld
+    scenes of every class written into the run directory at the first validation."""
     if not recipe.eval.dataset:
         return None
-    from evaluate import evaluate_image, merge
     from ovseg_core.datasets import load_dataset
-    if recipe.eval.dataset != "shapes":
-        if not recipe.eval.root:
-            raise ValueError(f"recipe {recipe.name!r}: eval.root is not set; pass --eval-root DIR")
-        load_dataset(recipe.eval.dataset, recipe.eval.root, recipe.eval.split)  # a wrong path fails at start
-    args = SimpleNamespace(min_size=0, max_size=0, masks="model", classes="model")
+    if recipe.eval.dataset == "shapes":
+        return dataset_validator(lambda: load_dataset("panoptic_folder", shapes_validation_set(recipe, run_dir)),
+                                 recipe.eval.limit)
+    if not recipe.eval.root:
+        raise ValueError(f"recipe {recipe.name!r}: eval.root is not set; pass --eval-root DIR")
+    load_dataset(recipe.eval.dataset, recipe.eval.root, recipe.eval.split)  # a wrong path fails at start
+    return dataset_validator(lambda: load_dataset(recipe.eval.dataset, recipe.eval.root, recipe.eval.split),
+                             recipe.eval.limit)
 
+
+def dataset_validator(load, limit: int):
+    """validate(segmenter) -> PQ (All / Things / Stuff) and mIoU, in percent, on the first
+    ``limit`` images of ``load()`` at their own size, through training/evaluate.py's
+    per-image code. The data is loaded at the first call (on the main process only)."""
+    from evaluate import evaluate_image, merge
+    args = SimpleNamespace(min_size=0, max_size=0, masks="model", classes="model")
     loaded = {}
 
     def validate(segmenter) -> dict:
-        # Loaded at the first validation, on the main process, inside the run directory.
         if not loaded:
-            loaded["data"] = load_dataset("panoptic_folder", shapes_validation_set(recipe, run_dir)) \
-                if recipe.eval.dataset == "shapes" else load_dataset(recipe.eval.dataset, recipe.eval.root,
-                                                                     recipe.eval.split)
+            loaded["data"] = load()
         data = loaded["data"]
         vocab = data.vocabulary()
         records = [evaluate_image(segmenter, data, vocab, i, args, None, None)[0]
-                   for i in range(min(len(data), recipe.eval.limit))]
+                   for i in range(min(len(data), limit))]
         merged = merge(records, data)
         out = {}
         if data.has_panoptic:

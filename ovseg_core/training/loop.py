@@ -178,9 +178,9 @@ class Trainer:
         preset.update(weights=None, device="auto")
         write_yaml(run / "preset.yaml", preset)
         (run / "git.txt").write_text(git_revision(DATA_DIR) + "\n")
-        from ..trainable import describe_trainable
-        table = describe_trainable(self.classifier, self.names)
-        (run / "trainable.txt").write_text(table + "\n\n" + "\n".join(self.names) + "\n")
+        from ..trainable import describe_trainable, format_trainable
+        table = format_trainable(describe_trainable(self.classifier, self.names))
+        (run / "trainable.txt").write_text(table + "\n\ntrained tensors:\n" + "\n".join(self.names) + "\n")
         print(f"training {self.recipe.name} ({self.recipe.method}) on {self.recipe.data.dataset}, "
               f"{len(self.dataset)} images, {self.world} process(es), device {self.device}\n{table}",
               file=sys.stderr)
@@ -195,7 +195,8 @@ class Trainer:
         output for matched proposals against their segments."""
         rc, m = self.recipe, self.recipe.matcher
         proposals = self._proposals(images)
-        _, logits = self.segmenter.logits(images, self.vocab, proposals=proposals, classifier=self.model)
+        _, (logits, adapted) = self.segmenter.logits(images, self.vocab, proposals=proposals,
+                                                     classifier=self.model, return_adapted_masks=True)
         k = len(self.vocab)
         void = k if logits.shape[-1] == k + 1 else None
         b, q = logits.shape[:2]
@@ -216,7 +217,6 @@ class Trainer:
             matched.append((rows, gt[cols.to(self.device)]))
         ce, ce_count = classification_sums(logits, targets, void, rc.loss.void_weight)
         out = {"ce": (ce, ce_count)}
-        adapted = self.trained.encoder.adapted_masks(masks, self.trained.input_size)
         num = sum(len(r) for r, _ in matched)
         if adapted is not None:
             if num:

@@ -128,7 +128,12 @@ def load_recipe(name_or_path: str, overrides: Optional[Dict[str, Any]] = None) -
             if not isinstance(node, dict):
                 raise ValueError(f"override {dotted!r}: {p!r} is not a section")
         node[leaf] = value
+    model = data.pop("model", None) or {}
+    if not isinstance(model, dict):
+        raise ValueError(f"{path}: model: expected a mapping of dotted preset keys "
+                         f"(classifier.trainable: qkv), got {model!r}")
     recipe = _build(Recipe, data, str(path))
+    recipe.model = dict(model)
     validate(recipe, str(path))
     return recipe
 
