@@ -95,3 +95,31 @@ def test_overlay_class_color_is_stable_across_frames():
     only_road.segments = only_road.segments[2:]
     only_road.segment_map = np.where(only_road.segment_map == 300, 300, 0).astype(np.int32)
     assert (overlay(image, only_road, labels=False)[48, 16] == full[48, 16]).all()
+
+
+def test_dump_json_is_strict_and_atomic(tmp_path):
+    from ovseg_core.panoptic_io import dump_json, write_text_atomic
+
+    path = tmp_path / "sub" / "r.json"
+    dump_json({"pq": 0.5}, path)
+    assert json.loads(path.read_text()) == {"pq": 0.5}
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        dump_json({"pq": float("inf")}, path)
+    # a write that fails half-way (an unencodable character) leaves the previous file
+    # and no temporary behind
+    with pytest.raises(UnicodeEncodeError):
+        write_text_atomic(path, "x" * 10000 + "\udc80")
+    assert json.loads(path.read_text()) == {"pq": 0.5}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]
+
+
+def test_read_panoptic_png_names_a_bad_file(tmp_path):
+    from PIL import Image
+    from ovseg_core.panoptic_io import InputError
+
+    gray = tmp_path / "gray.png"
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(gray)
+    with pytest.raises(InputError, match=f"^{gray}: panoptic PNG has PIL mode L, expected RGB or RGBA"):
+        read_panoptic_png(gray)
+    with pytest.raises(InputError, match=f"^{tmp_path / 'none.png'}: panoptic PNG does not exist"):
+        read_panoptic_png(tmp_path / "none.png")
