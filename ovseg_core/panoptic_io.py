@@ -175,7 +175,12 @@ def image_size(path, what: str):
     except FileNotFoundError:
         raise InputError(f"{path}: {what} does not exist; add it or remove its entry") from None
     except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise InputError(f"{path}: {what} is not a readable image ({err}); replace it") from None
+        raise InputError(f"{path}: {what} is not a readable image ({_reason(err, path)}); replace it") from None
+
+
+def _reason(err: Exception, path) -> str:
+    """PIL's message without the path it repeats (the message starts with it)."""
+    return str(err).replace(f" '{path}'", "").replace(f" {path}", "") or type(err).__name__
 
 
 def read_image(path, what: str, modes: Optional[Sequence[str]] = None, convert: Optional[str] = None) -> np.ndarray:
@@ -194,7 +199,7 @@ def read_image(path, what: str, modes: Optional[Sequence[str]] = None, convert: 
     except InputError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise InputError(f"{path}: {what} is not a readable image ({err}); replace it") from None
+        raise InputError(f"{path}: {what} is not a readable image ({_reason(err, path)}); replace it") from None
 
 
 def write_text_atomic(path, text: str) -> None:
