@@ -2,8 +2,12 @@
 features -> class logits."""
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
+import warnings
 from collections import OrderedDict
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Optional, Sequence, Union
 
@@ -150,6 +154,9 @@ class TextEncoder:
         self.templates = templates
         self.chunk_size = chunk_size
         self.cache = EmbeddingCache() if cache is None else cache
+        # Optional folder of encoded vocabularies (safetensors, keyed by model and text), so
+        # a restarted process or a second one does not encode a large vocabulary again.
+        self.disk_cache: Optional[Path] = None
         # Serialises encoding (so two threads asking for one new vocabulary encode it
         # once) while cache hits, which only take the cache's lock, never wait on it.
         self._encode_lock = threading.Lock()
@@ -159,9 +166,11 @@ class TextEncoder:
         param = next(self.model.parameters(), None)
         return torch.device("cpu") if param is None else param.device
 
-    def encode(self, vocabulary: Union[Vocabulary, str, Sequence[str]]) -> ClassEmbeddings:
+    def encode(self, vocabulary: Union[Vocabulary, str, Sequence[str]],
+               progress: Optional[Callable[[int, int], None]] = None) -> ClassEmbeddings:
         """Float32 class embeddings on the model's device; cached, so cheap to call on
-        every frame."""
+        every frame. ``progress(done, total)`` is called after each chunk of prompts; an
+        exception it raises abandons the encode (e.g. a newer request superseded it)."""
         vocab = Vocabulary.from_any(vocabulary)
         device = self.device
         key = (self.model_key, str(device), self.templates, vocab.key())
@@ -171,11 +180,54 @@ class TextEncoder:
         with self._encode_lock:
             hit = self.cache.get(key)  # another thread may have encoded it meanwhile
             if hit is None:
-                hit = self._encode(vocab, device)
-                self.cache.put(key, hit)
+                hit = self._load(vocab, device)
+            if hit is None:
+                hit = self._encode(vocab, device, progress)
+                self._save(vocab, hit)
+            self.cache.put(key, hit)
         return hit
 
-    def _encode(self, vocab: Vocabulary, device: torch.device) -> ClassEmbeddings:
+    def cached(self, vocabulary) -> bool:
+        """Whether encode() would return without running the text tower."""
+        vocab = Vocabulary.from_any(vocabulary)
+        key = (self.model_key, str(self.device), self.templates, vocab.key())
+        path = self._disk_path(vocab)
+        return self.cache.get(key) is not None or (path is not None and path.is_file())
+
+    def _disk_path(self, vocab: Vocabulary) -> Optional[Path]:
+        if self.disk_cache is None:
+            return None
+        name = hashlib.sha1(repr((self.model_key, self.templates, vocab.key())).encode()).hexdigest()
+        return Path(self.disk_cache) / f"{name}.safetensors"
+
+    def _load(self, vocab: Vocabulary, device: torch.device) -> Optional[ClassEmbeddings]:
+        path = self._disk_path(vocab)
+        if path is None or not path.is_file():
+            return None
+        from safetensors.torch import load_file
+        try:
+            rows = load_file(str(path))
+            return ClassEmbeddings(rows["embeddings"].to(device), rows["class_of"].to(device), len(vocab))
+        except Exception:  # a truncated or foreign file: encode again (and overwrite it)
+            return None
+
+    def _save(self, vocab: Vocabulary, value: ClassEmbeddings) -> None:
+        path = self._disk_path(vocab)
+        if path is None:
+            return
+        from safetensors.torch import save_file
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"embeddings": value.embeddings.cpu().contiguous(),
+                       "class_of": value.class_of.cpu()}, str(tmp))
+            os.replace(tmp, path)   # atomic: readers never see half a file
+        except OSError as e:        # a full or read-only disk costs a re-encode, nothing else
+            warnings.warn(f"could not store encoded vocabulary in {path.parent}: {e}; "
+                          f"set another cache folder or none")
+
+    def _encode(self, vocab: Vocabulary, device: torch.device,
+                progress: Optional[Callable[[int, int], None]] = None) -> ClassEmbeddings:
         synonyms = [s for c in vocab.classes for s in c.synonyms]
         class_of = [k for k, c in enumerate(vocab.classes) for _ in c.synonyms]
         prompts = [t.format(s) for s in synonyms for t in self.templates]
@@ -192,6 +244,8 @@ class TextEncoder:
                     sums = feats.new_zeros(len(synonyms), feats.shape[-1])
                 rows = torch.arange(start, start + len(feats), device=device)
                 sums.index_add_(0, rows // len(self.templates), feats)
+                if progress is not None:
+                    progress(min(start + self.chunk_size, len(prompts)), len(prompts))
         # Normalising the template sum gives the same direction as the template mean.
         return ClassEmbeddings(F.normalize(sums, dim=-1),
                                torch.tensor(class_of, device=device), len(vocab))

@@ -158,6 +158,31 @@ def label_image(labels: np.ndarray, header, types: MessageTypes, wide: bool = Fa
                        is_bigendian=0, step=width * data.itemsize, data=types.buffer(data))
 
 
+# The semantic image's value for pixels that the panoptic result leaves unlabeled: the
+# largest value of its encoding (mono8 for up to 255 classes, so 0..254 are classes).
+SEMANTIC_VOID_MONO8, SEMANTIC_VOID_MONO16 = 255, 65535
+
+
+def semantic_void(num_classes: int) -> int:
+    return SEMANTIC_VOID_MONO8 if num_classes <= 255 else SEMANTIC_VOID_MONO16
+
+
+def semantic_image(result: PanopticResult, header, types: MessageTypes):
+    """Class index per pixel, void (see :func:`semantic_void`) where the panoptic result
+    has no segment, so the two outputs agree on what is labeled. The encoding depends on
+    the vocabulary size only, never on a frame's content."""
+    num_classes = len(result.class_names)
+    labels = np.asarray(result.semantic_map).astype(np.int64)
+    labels = np.where(np.asarray(result.segment_map) == 0, semantic_void(num_classes), labels)
+    return label_image(labels, header, types, wide=num_classes > 255)
+
+
+def vocabulary_changes(current, new) -> bool:
+    """The one rule (node and bag tool) for when a vocabulary request makes a new version:
+    when it differs from the active one; re-sending the active one changes nothing."""
+    return current is None or new != current
+
+
 def rgb_image(image: np.ndarray, header, types: MessageTypes):
     height, width = image.shape[:2]
     return types.Image(header=header, height=height, width=width, encoding="rgb8",

@@ -27,16 +27,19 @@ def isolated_env() -> dict:
 
 class NodeProcess:
     """`python -m ovseg_ros.node --params-file F` with the given parameters; its log goes to
-    a file next to the params file."""
+    a file next to the params file. ``command`` replaces the `python -m ovseg_ros.node` part
+    (e.g. the installed `ovseg-node` script), ``cwd`` the repository as working folder."""
 
-    def __init__(self, tmp_path: Path, **params):
+    def __init__(self, tmp_path: Path, command=None, cwd=None, **params):
+        # Encoded vocabularies go next to the run, not into the user's cache, unless asked.
+        params.setdefault("embedding_cache_dir", str(tmp_path / "embeddings"))
         self.params_file = tmp_path / "params.yaml"
         self.params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
         self.log_path = tmp_path / "node.log"
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ovseg_ros.node", "--params-file", str(self.params_file)],
-            cwd=REPO, env=os.environ.copy(), stdout=self.log, stderr=subprocess.STDOUT)
+            list(command or [sys.executable, "-m", "ovseg_ros.node"]) + ["--params-file", str(self.params_file)],
+            cwd=cwd or REPO, env=os.environ.copy(), stdout=self.log, stderr=subprocess.STDOUT)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

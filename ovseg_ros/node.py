@@ -15,13 +15,16 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Deque, Dict, List, Optional
 
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
@@ -32,8 +35,9 @@ from ovseg.srv import SetVocabulary
 from ovseg_core.visualize import overlay
 from ovseg_core.vocabulary import Vocabulary as CoreVocabulary
 
-from .convert import (BadImage, MessageTypes, header_stamp_ns, label_image, panoptic_message,
-                      rclpy_buffer, rgb_image, to_rgb, vocabulary_from_request, vocabulary_message)
+from .convert import (BadImage, MessageTypes, header_stamp_ns, panoptic_message, rclpy_buffer,
+                      rgb_image, semantic_image, to_rgb, vocabulary_changes, vocabulary_from_request,
+                      vocabulary_message)
 
 TYPES = MessageTypes(Image=Image, RegionOfInterest=RegionOfInterest, Segment=Segment,
                      PanopticResult=PanopticResult, VocabularyClass=VocabularyClass,
@@ -62,6 +66,9 @@ PARAMETERS = {
     "vocabulary": ("car; person, pedestrian; bicycle; road [stuff]; sidewalk [stuff]; "
                    "building [stuff]; vegetation [stuff]; sky [stuff]",
                    "initial vocabulary: ';' between classes, ',' between synonyms, [stuff] tag"),
+    "embedding_cache_dir": ("~/.cache/ovseg/embeddings",
+                            "folder of encoded vocabularies (keyed by model and text) shared by "
+                            "restarts and other nodes; empty: keep them in memory only"),
     "status_period": (1.0, "seconds between ~/status messages"),
     "autostart": (True, "configure and activate at start (no lifecycle manager needed)"),
 }
@@ -94,6 +101,7 @@ class Camera:
     errors: int = 0
     last_error: str = ""
     last_stamp_ns: int = -1
+    time_jumps: int = 0
     arrivals: Deque[float] = field(default_factory=collections.deque)
     completions: Deque[float] = field(default_factory=collections.deque)
     latencies_ms: Deque[float] = field(default_factory=lambda: collections.deque(maxlen=_LATENCY_WINDOW))
@@ -106,7 +114,30 @@ class Camera:
         return len(times) / _RATE_WINDOW_S
 
 
+class Superseded(Exception):
+    """Raised from the encode progress hook: a newer vocabulary request replaced this one."""
+
+
+@dataclass
+class VocabularyRequest:
+    """A validated vocabulary waiting for (or in) the encoder thread, and who to tell."""
+
+    vocabulary: CoreVocabulary
+    waiters: list = field(default_factory=list)   # callables (ok, message, version)
+    cancelled: bool = False                       # superseded or dropped: stop encoding it
+
+    def answer(self, ok: bool, message: str, version: int):
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            waiter(ok, message, version)
+
+
 class SegmentationNode(LifecycleNode):
+    """Entities per lifecycle state (every transition leaves exactly these):
+    always: ~/status (published in every state) and the lifecycle/parameter services;
+    inactive: + ~/vocabulary, the vocabulary inputs and ~/set_vocabulary, the outputs;
+    active: + the camera subscriptions and the worker thread."""
+
     def __init__(self, name: str = "ovseg", **kwargs):
         super().__init__(name, **kwargs)
         for key, (default, text) in PARAMETERS.items():
@@ -120,13 +151,29 @@ class SegmentationNode(LifecycleNode):
         self._worker: Optional[threading.Thread] = None
         self._running = False
         self._state = "unconfigured"
-        self._status_pub = None
-        self._status_timer = None
+        self._vocab_pub = None
         self._vocab_entities: list = []
+        # The encoder thread: one request in progress, at most one waiting (the newest).
+        self._encoder: Optional[threading.Thread] = None
+        self._encoder_cond = threading.Condition()
+        self._encoder_running = False
+        self._next_request: Optional[VocabularyRequest] = None
+        self._encoding: Optional[VocabularyRequest] = None
+        self._encoding_progress = 0.0
+        # ~/set_vocabulary answers when its vocabulary is active, so its callback waits (in a
+        # thread of the multi-threaded executor) while everything else goes on.
+        self._service_group = ReentrantCallbackGroup()
+        self._status_pub = self.create_publisher(Status, "~/status", 10)
+        self._status_timer = self.create_timer(float(self.param("status_period")), self._publish_status)
+        self.get_logger().info(f"ovseg_ros from {Path(__file__).resolve().parent}")
 
     # ---- parameters -------------------------------------------------------------
     def param(self, key):
-        return self.get_parameter(key).value
+        try:
+            value = self.get_parameter(key).value
+        except ParameterUninitializedException:   # YAML's [] carries no type: an empty list
+            value = None
+        return [] if value is None and isinstance(PARAMETERS[key][0], list) else value
 
     def _overrides(self) -> dict:
         out = {}
@@ -150,7 +197,8 @@ class SegmentationNode(LifecycleNode):
 
     # ---- lifecycle --------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Load the model, set up the vocabulary and the outputs."""
+        """Load the model, set up the vocabulary and the outputs. A failure leaves nothing
+        behind (the node stays unconfigured and can be configured again)."""
         try:
             import torch
 
@@ -159,10 +207,16 @@ class SegmentationNode(LifecycleNode):
             weights = self.param("weights") or None
             self.segmenter = build_segmenter(self.param("preset"), weights=weights,
                                              device=self.param("device"), overrides=self._overrides())
+            cache_dir = self.param("embedding_cache_dir")
+            self.segmenter.text_encoder.disk_cache = Path(cache_dir).expanduser() if cache_dir else None
             self.cameras = self._make_cameras()
-        except Exception as e:  # a wrong preset/weights/device must not kill the process
+            vocab = CoreVocabulary.from_any(self.param("vocabulary"))
+            _check_synonyms(vocab)
+            started, source = time.monotonic(), self._source(vocab)
+            self.segmenter.encode_vocabulary(vocab)
+        except Exception as e:  # a wrong preset/weights/device/vocabulary must not kill the process
             self.get_logger().error(f"configure failed: {e}")
-            self.segmenter = None
+            self._release()
             return TransitionCallbackReturn.FAILURE
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                              reliability=ReliabilityPolicy.RELIABLE,
@@ -171,7 +225,8 @@ class SegmentationNode(LifecycleNode):
         self._vocab_entities = [
             self.create_subscription(String, "~/vocabulary_text", self._on_vocabulary_text, 10),
             self.create_subscription(Vocabulary, "~/vocabulary_request", self._on_vocabulary_msg, 10),
-            self.create_service(SetVocabulary, "~/set_vocabulary", self._on_set_vocabulary),
+            self.create_service(SetVocabulary, "~/set_vocabulary", self._on_set_vocabulary,
+                                callback_group=self._service_group),
         ]
         for cam in self.cameras:
             if self.param("publish_panoptic"):
@@ -180,12 +235,10 @@ class SegmentationNode(LifecycleNode):
                 cam.publishers["semantic"] = self.create_publisher(Image, f"~/{cam.name}/semantic", 10)
             if self.param("publish_overlay"):
                 cam.publishers["overlay"] = self.create_publisher(Image, f"~/{cam.name}/overlay", 10)
-        self._status_pub = self.create_publisher(Status, "~/status", 10)
-        self._status_timer = self.create_timer(float(self.param("status_period")), self._publish_status)
-        ok, message = self.set_vocabulary(self.param("vocabulary"))
-        if not ok:
-            self.get_logger().error(f"initial vocabulary: {message}")
-            return TransitionCallbackReturn.FAILURE
+        self._activate_vocabulary(vocab, f"{source} in {time.monotonic() - started:.1f} s")
+        self._encoder_running = True
+        self._encoder = threading.Thread(target=self._encode_loop, name="ovseg-encoder", daemon=True)
+        self._encoder.start()
         self._state = "inactive"
         self.get_logger().info(
             f"configured: preset {self.segmenter.name} on {self.segmenter.device}, cameras "
@@ -223,12 +276,7 @@ class SegmentationNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop taking frames and give the GPU memory back (weights stay in RAM)."""
-        self._stop_worker()
-        for cam in self.cameras:
-            if cam.subscription is not None:
-                self.destroy_subscription(cam.subscription)
-                cam.subscription = None
-            cam.pending = None
+        self._stop_inputs()
         if self.segmenter is not None and self.segmenter.device.type == "cuda":
             import torch
             self.segmenter.to("cpu")
@@ -238,26 +286,49 @@ class SegmentationNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
-        self._state = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_worker()
+        """From any state: what the active and inactive states added goes; ~/status stays
+        (reporting "finalized") until the process ends."""
+        self._stop_inputs()
+        self._release()
+        self._state = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
+    def _stop_inputs(self):
+        """Undo activate: the worker and the camera subscriptions."""
+        self._stop_worker()
+        for cam in self.cameras:
+            if cam.subscription is not None:
+                self.destroy_subscription(cam.subscription)
+                cam.subscription = None
+            cam.pending = None
+
     def _release(self):
+        """Undo configure: every entity it made, the encoder thread and the model."""
+        self._stop_encoder()
         for entity in self._vocab_entities:
             (self.destroy_service if hasattr(entity, "srv_type") else self.destroy_subscription)(entity)
         self._vocab_entities = []
-        if self._status_timer is not None:
-            self.destroy_timer(self._status_timer)
-            self._status_timer = None
-        for cam in self.cameras:
-            for pub in cam.publishers.values():
-                self.destroy_publisher(pub)
-        self.cameras = []
+        if self._vocab_pub is not None:
+            self.destroy_publisher(self._vocab_pub)
+            self._vocab_pub = None
+        with self._cond:
+            for cam in self.cameras:
+                for pub in cam.publishers.values():
+                    self.destroy_publisher(pub)
+                cam.publishers = {}
+            self.cameras = []
+        with self._vocab_lock:
+            self._vocabulary = None
         self.segmenter = None
+        self._state = "unconfigured"
 
     def _stop_worker(self):
         with self._cond:
@@ -267,47 +338,154 @@ class SegmentationNode(LifecycleNode):
             self._worker.join()
             self._worker = None
 
+    def _stop_encoder(self):
+        with self._encoder_cond:
+            self._encoder_running = False
+            dropped = [r for r in (self._next_request, self._encoding) if r is not None]
+            self._next_request = None
+            for request in dropped:
+                request.cancelled = True
+            self._encoder_cond.notify_all()
+        for request in dropped:
+            request.answer(False, "vocabulary dropped: the node left the configured states",
+                           self._version)
+        if self._encoder is not None:
+            self._encoder.join()
+            self._encoder = None
+
     # ---- vocabulary -------------------------------------------------------------
-    def set_vocabulary(self, vocabulary) -> tuple:
-        """Encode (once, into the segmenter's cache) then swap; frames in flight finish
-        with the old one, the next frame uses the new one. Returns (ok, message)."""
+    def request_vocabulary(self, vocabulary, waiter=None):
+        """Validate now; encode in the encoder thread (frames keep using the active
+        vocabulary meanwhile), then swap. A request waiting or being encoded is superseded
+        by a newer different one. ``waiter(ok, message, version)`` is called once, from
+        this thread (refused, unchanged) or from the encoder thread."""
+        waiter = waiter or (lambda *a: None)
         try:
             vocab = CoreVocabulary.from_any(vocabulary)
-            self.segmenter.encode_vocabulary(vocab)
+            _check_synonyms(vocab)
         except (ValueError, TypeError) as e:
-            return False, f"vocabulary refused, keeping version {self._version}: {e}"
+            waiter(False, f"vocabulary refused, keeping version {self._version}: {e}", self._version)
+            return
+        superseded = []
+        with self._encoder_cond:
+            if not self._encoder_running:
+                waiter(False, "the node is not configured; configure it first", self._version)
+                return
+            if not vocabulary_changes(self._vocabulary, vocab):
+                # The active one again: nothing to encode, and any pending change is withdrawn.
+                superseded = [r for r in (self._next_request, self._encoding) if r is not None]
+                self._next_request = None
+                unchanged = True
+                for request in superseded:
+                    request.cancelled = True
+            else:
+                unchanged = False
+                for request in (self._next_request, self._encoding):
+                    if request is not None and not request.cancelled and request.vocabulary == vocab:
+                        request.waiters.append(waiter)   # the same change twice: one encode
+                        return
+                superseded = [r for r in (self._next_request, self._encoding) if r is not None]
+                for request in superseded:
+                    request.cancelled = True
+                self._next_request = VocabularyRequest(vocab, [waiter])
+                self._encoder_cond.notify_all()
+        for request in superseded:
+            request.answer(False, f"superseded by a newer vocabulary request; version "
+                                  f"{self._version} stays active until that one is ready", self._version)
+        if unchanged:
+            waiter(True, f"vocabulary unchanged (version {self._version})", self._version)
+
+    def set_vocabulary(self, vocabulary, timeout: Optional[float] = None) -> tuple:
+        """Blocking form of request_vocabulary (for code outside the executor, e.g. tests
+        driving the node in-process). Returns (ok, message)."""
+        done, answer = threading.Event(), []
+        self.request_vocabulary(vocabulary, lambda *a: (answer.append(a), done.set()))
+        if not done.wait(timeout):
+            return False, "timed out waiting for the vocabulary to be encoded"
+        return answer[0][:2]
+
+    def _encode_loop(self):
+        while True:
+            with self._encoder_cond:
+                while self._encoder_running and self._next_request is None:
+                    self._encoder_cond.wait(0.5)
+                if not self._encoder_running:
+                    return
+                request, self._next_request = self._next_request, None
+                self._encoding, self._encoding_progress = request, 0.0
+            vocab = request.vocabulary
+            started, source = time.monotonic(), self._source(vocab)
+
+            def progress(done, total, request=request):
+                self._encoding_progress = done / max(1, total)
+                if request.cancelled:
+                    raise Superseded()
+            try:
+                self.segmenter.text_encoder.encode(vocab, progress=progress)
+            except Superseded:
+                self.get_logger().info(f"encoding of {len(vocab)} classes abandoned: superseded")
+                with self._encoder_cond:
+                    if self._encoding is request:
+                        self._encoding = None
+                continue
+            except Exception as e:
+                with self._encoder_cond:
+                    self._encoding = None
+                message = f"vocabulary refused, keeping version {self._version}: encoding failed: " \
+                          f"{type(e).__name__}: {e}"
+                self.get_logger().error(message)
+                request.answer(False, message, self._version)
+                continue
+            with self._encoder_cond:
+                if self._encoding is request:
+                    self._encoding = None
+                if request.cancelled:   # superseded after its last chunk
+                    continue
+                version = self._activate_vocabulary(vocab, f"{source} in {time.monotonic() - started:.1f} s")
+            request.answer(True, f"vocabulary version {version}: {len(vocab)} classes", version)
+
+    def _source(self, vocab: CoreVocabulary) -> str:
+        return "from the embedding cache" if self.segmenter.text_encoder.cached(vocab) else "encoded"
+
+    def _activate_vocabulary(self, vocab: CoreVocabulary, how: str) -> int:
+        """Swap (frames in flight finish with the old one) and announce it (latched)."""
         with self._vocab_lock:
             self._version += 1
             self._vocabulary, version = vocab, self._version
         header = Header(stamp=self.get_clock().now().to_msg())
         self._vocab_pub.publish(vocabulary_message(vocab, version, header, TYPES))
-        message = f"vocabulary version {version}: {len(vocab)} classes ({vocab.to_text()[:200]})"
-        self.get_logger().info(message)
-        return True, message
+        self.get_logger().info(f"vocabulary version {version}: {len(vocab)} classes, {how} "
+                               f"({vocab.to_text()[:200]})")
+        return version
 
-    def _on_vocabulary_text(self, msg: String):
-        ok, message = self.set_vocabulary(msg.data)
+    def _log_refusal(self, ok, message, version):
         if not ok:
             self.get_logger().error(message)
 
-    def _on_vocabulary_msg(self, msg: Vocabulary):
-        self._on_request("", msg.classes)
+    def _on_vocabulary_text(self, msg: String):
+        self.request_vocabulary(msg.data, self._log_refusal)
 
-    def _on_request(self, text: str, classes) -> tuple:
+    def _on_vocabulary_msg(self, msg: Vocabulary):
+        self._on_request("", msg.classes, self._log_refusal)
+
+    def _on_request(self, text: str, classes, waiter):
         try:
             vocab = vocabulary_from_request(text, classes)
         except (ValueError, TypeError) as e:
-            message = f"vocabulary refused, keeping version {self._version}: {e}"
-            self.get_logger().error(message)
-            return False, message
-        ok, message = self.set_vocabulary(vocab)
-        if not ok:
-            self.get_logger().error(message)
-        return ok, message
+            waiter(False, f"vocabulary refused, keeping version {self._version}: {e}", self._version)
+            return
+        self.request_vocabulary(vocab, waiter)
 
     def _on_set_vocabulary(self, request, response):
-        response.success, response.message = self._on_request(request.text, request.classes)
-        response.version = self._version
+        """Answers when the vocabulary is active (or refused, or superseded); it waits in
+        its own executor thread, so frames, status and other requests go on meanwhile."""
+        done, answer = threading.Event(), []
+        self._on_request(request.text, request.classes, lambda *a: (answer.append(a), done.set()))
+        done.wait()
+        ok, message, version = answer[0]
+        if not ok:
+            self.get_logger().error(message)
+        response.success, response.message, response.version = ok, message, version
         return response
 
     # ---- frames -----------------------------------------------------------------
@@ -341,15 +519,23 @@ class SegmentationNode(LifecycleNode):
             cam.last_error = text
         self.get_logger().warning(f"{cam.topic}: {text}", throttle_duration_sec=5.0)
 
+    def _time_jump(self, cam: Camera, stamp: int):
+        """Stamps went backwards: a looping bag, a simulator reset or a restarted driver.
+        Forget the camera's last stamp (so its frames flow again) and say so once."""
+        with self._cond:
+            last, cam.last_stamp_ns = cam.last_stamp_ns, -1
+            cam.time_jumps += 1
+        self.get_logger().warning(
+            f"{cam.topic}: stamp went back {(last - stamp) / 1e9:.3f} s (from {last} to {stamp} ns: "
+            f"bag loop, simulator reset or restarted driver); resetting this camera's state")
+
     def _work(self):
         while self._running:
             frames = []
             for cam, msg, received in self._take():
                 stamp = header_stamp_ns(msg.header)
-                if stamp < cam.last_stamp_ns:   # out of order: never publish older than before
-                    with self._cond:
-                        cam.dropped += 1
-                    continue
+                if stamp < cam.last_stamp_ns:
+                    self._time_jump(cam, stamp)
                 try:
                     frames.append((cam, msg, received, to_rgb(msg)))
                 except BadImage as e:
@@ -385,7 +571,7 @@ class SegmentationNode(LifecycleNode):
         if "panoptic" in pubs:
             pubs["panoptic"].publish(panoptic_message(result, header, TYPES))
         if "semantic" in pubs:
-            pubs["semantic"].publish(label_image(result.semantic_map, header, TYPES))
+            pubs["semantic"].publish(semantic_image(result, header, TYPES))
         if "overlay" in pubs and pubs["overlay"].get_subscription_count() > 0:
             pubs["overlay"].publish(rgb_image(overlay(image, result), header, TYPES))
 
@@ -401,23 +587,54 @@ class SegmentationNode(LifecycleNode):
                     processed_hz=cam.rate(cam.completions, now), received=cam.received,
                     processed=cam.processed, dropped=cam.dropped, errors=cam.errors,
                     latency_p50_ms=float(lat[0]), latency_p90_ms=float(lat[1]),
-                    latency_p99_ms=float(lat[2]), last_error=cam.last_error))
-        vocab = self._vocabulary
+                    latency_p99_ms=float(lat[2]), time_jumps=cam.time_jumps,
+                    last_error=cam.last_error))
+        vocab, encoding = self._vocabulary, self._encoding or self._next_request
         self._status_pub.publish(Status(
             header=Header(stamp=self.get_clock().now().to_msg()), state=self._state,
             vocabulary_version=self._version, vocabulary_size=len(vocab) if vocab else 0,
-            cameras=cams))
+            vocabulary_state="encoding" if encoding else "ready",
+            encoding_progress=float(self._encoding_progress) if self._encoding else 0.0,
+            encoding_size=len(encoding.vocabulary) if encoding else 0, cameras=cams))
+
+
+def _check_synonyms(vocab: CoreVocabulary):
+    """A word may name one class only: a synonym equal to another class's name (or
+    synonym) would make the two classes compete for the same pixels."""
+    owner = {}
+    for c in vocab.classes:
+        for word in c.synonyms:
+            other = owner.setdefault(word.casefold(), c.name)
+            if other != c.name:
+                raise ValueError(f"{word!r} is a synonym of {c.name!r} and also names {other!r}; "
+                                 f"a word may belong to one class only")
+
+
+def usage() -> str:
+    lines = ["usage: ovseg-node [--params-file FILE] [--ros-args -p NAME:=VALUE ...]",
+             "",
+             "The ovseg segmentation lifecycle node (see README, \"The ROS 2 node\").",
+             "Parameters (config/ovseg_node.yaml documents them; set with -p or a params file):"]
+    for key, (default, text) in PARAMETERS.items():
+        lines.append(f"  {key} (default {default!r}): {text}")
+    return "\n".join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """`ovseg-node [--params-file FILE] [--ros-args ...]`: the node without ros2 launch."""
     argv = list(sys.argv if argv is None else argv)
+    own = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
+    if "-h" in own or "--help" in own:
+        print(usage())
+        return 0
     if "--params-file" in argv and "--ros-args" not in argv[:argv.index("--params-file")]:
         i = argv.index("--params-file")     # our flag -> ROS's, so either spelling works
         argv[i:i + 2] = ["--ros-args", "--params-file", argv[i + 1]]
     rclpy.init(args=argv)
     node = SegmentationNode()
-    executor = SingleThreadedExecutor()
+    # Threads: one for the usual callbacks (one mutually exclusive group), the rest for
+    # ~/set_vocabulary calls waiting for their vocabulary to be encoded.
+    executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
         if node.param("autostart"):

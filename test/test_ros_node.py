@@ -17,7 +17,7 @@ from std_msgs.msg import Header, String  # noqa: E402
 
 from ovseg.msg import PanopticResult, Status, Vocabulary, VocabularyClass  # noqa: E402
 from ovseg.srv import SetVocabulary  # noqa: E402
-from ovseg_ros.convert import header_stamp_ns as stamp_ns, label_array  # noqa: E402
+from ovseg_ros.convert import SEMANTIC_VOID_MONO8, header_stamp_ns as stamp_ns, label_array  # noqa: E402
 from ovseg_ros.harness import REPO, NodeProcess, Probe, isolated_env  # noqa: E402
 
 CAMERAS = ["/cam_a/image_raw", "/cam_b/image_raw", "/cam_c/image_raw/compressed"]
@@ -104,7 +104,9 @@ def test_each_camera_gets_results_with_its_header_and_size(ros):
         probe.wait_for(lambda: find(probe, semantic, stamp_ns(sent.header)), what=semantic, node=node)
         sem = find(probe, semantic, stamp_ns(sent.header))[0]
         assert sem.encoding == "mono8" and (sem.height, sem.width) == (height, width)
-        assert label_array(sem).max() < 2
+        labels = label_array(sem)
+        assert ((labels == SEMANTIC_VOID_MONO8) == (ids == 0)).all()   # void exactly where unlabeled
+        assert labels[ids > 0].max(initial=0) < 2
 
 
 def test_vocabulary_change_applies_to_next_frame_and_late_joiners_see_it(ros):

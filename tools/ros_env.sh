@@ -1,5 +1,7 @@
-# Source me (bash): puts the venv's ROS 2 wheels and our built interfaces on the paths.
-# `. tools/ros_env.sh [VENV]`; made by `make ros`.
+# Source me (bash): puts the venv's ROS 2 wheels and our built interfaces (install/, made
+# by `make ros`) on the paths. `. tools/ros_env.sh [VENV]`. install/ holds only the
+# generated interfaces; ovseg_core and ovseg_ros come from this checkout (the venv's
+# editable install), so what runs is always the source as edited.
 _OVSEG_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 _OVSEG_VENV=$(cd "${1:-$_OVSEG_ROOT/.venv}" && pwd)
 export PATH="$_OVSEG_VENV/bin:$PATH"

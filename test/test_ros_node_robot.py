@@ -1,0 +1,278 @@
+"""Issue 14: the node driven from separate processes the way a robot stack drives it
+(time jumps, lifecycle paths, large vocabulary changes, the code that actually runs)."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ros_harness import require_ros
+
+require_ros()
+
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import Header, String  # noqa: E402
+
+from ovseg.msg import PanopticResult, Status, Vocabulary  # noqa: E402
+from ovseg.srv import SetVocabulary  # noqa: E402
+from ovseg_ros.convert import header_stamp_ns as stamp_ns  # noqa: E402
+from ovseg_ros.harness import REPO, NodeProcess, Probe, isolated_env  # noqa: E402
+
+CAMERA = "/cam/image_raw"
+OUT = "/ovseg/cam/panoptic"
+RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+SMALL = dict(preset="tiny", device="cpu", input_size=64, input_qos="reliable", input_qos_depth=10,
+             status_period=0.2, cameras=[CAMERA], vocabulary="car; road [stuff]")
+
+
+def image_msg(stamp: int, height=24, width=32):
+    msg = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3)
+    msg.header = Header(frame_id="cam")
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+    msg.data = np.random.default_rng(stamp % 997).integers(0, 255, (height, width, 3), np.uint8).tobytes()
+    return msg
+
+
+def start(tmp_path, **params):
+    """A node with one camera and a probe wired to it."""
+    os.environ.update(isolated_env())
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    node = NodeProcess(tmp_path, **{**SMALL, **params})
+    probe = Probe()
+    probe.camera = probe.node.create_publisher(Image, CAMERA, RELIABLE)
+    probe.subscribe(PanopticResult, OUT, RELIABLE)
+    probe.subscribe(Status, "/ovseg/status")
+    return node, probe
+
+
+def statuses(probe):
+    return probe.messages("/ovseg/status")
+
+
+def wait_state(probe, node, state):
+    probe.wait_for(lambda: statuses(probe) and statuses(probe)[-1].state == state,
+                   timeout=120, what=f"status to report {state}", node=node)
+
+
+def answered(probe, node, stamp: int) -> PanopticResult:
+    """Publish one frame and wait for its result."""
+    probe.camera.publish(image_msg(stamp))
+    probe.wait_for(lambda: any(stamp_ns(m.header) == stamp for m in probe.messages(OUT)),
+                   what=f"the result of frame {stamp}", node=node)
+    return next(m for m in probe.messages(OUT) if stamp_ns(m.header) == stamp)
+
+
+def call(probe, node, client, timeout=120, **kwargs):
+    future = client.call_async(SetVocabulary.Request(**kwargs))
+    probe.wait_for(future.done, timeout=timeout, what="the service reply", node=node)
+    return future.result()
+
+
+# ---- defect 4: what runs is the edited source ----------------------------------------
+
+def test_the_node_and_the_tests_run_the_editable_source(tmp_path):
+    """tools/ros_env.sh used to put a copy made by `make ros` ahead of the source."""
+    where = subprocess.run([sys.executable, "-c", "import ovseg_core, ovseg_ros, ovseg.msg; "
+                            "print(ovseg_core.__file__); print(ovseg_ros.__file__); print(ovseg.msg.__file__)"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    core, ros, interfaces = where.stdout.split()[-3:]
+    assert Path(core) == REPO / "ovseg_core" / "__init__.py", where.stdout
+    assert Path(ros) == REPO / "ovseg_ros" / "__init__.py", where.stdout
+    assert Path(interfaces).is_relative_to(REPO / "install")   # the interfaces: from the build
+    # The installed `ovseg-node` script, started outside the repository, names its source.
+    script = Path(sys.executable).parent / "ovseg-node"
+    os.environ.update(isolated_env())
+    node = NodeProcess(tmp_path, command=[str(script)], cwd=tmp_path, autostart=False)
+    try:
+        end = time.monotonic() + 60
+        while "ovseg_ros from" not in node.output() and time.monotonic() < end and node.alive():
+            time.sleep(0.2)
+        assert f"ovseg_ros from {REPO / 'ovseg_ros'}\n" in node.output(), node.output()
+    finally:
+        node.stop()
+
+
+# ---- defect 1: stamps going backwards -----------------------------------------------
+
+def test_stamps_going_backwards_reset_the_camera_instead_of_silencing_it(tmp_path):
+    node, probe = start(tmp_path)
+    try:
+        wait_state(probe, node, "active")
+        answered(probe, node, 400_009)
+        for stamp in (1, 2, 0):   # a looping bag / simulator reset, then a second jump
+            answered(probe, node, stamp)
+        probe.wait_for(lambda: statuses(probe)[-1].cameras[0].time_jumps == 2, node=node,
+                       what="two time jumps in status")
+        cam = statuses(probe)[-1].cameras[0]
+        assert cam.processed == 4 and cam.dropped == 0
+        assert node.output().count("stamp went back") == 2    # one warning per jump
+    finally:
+        probe.close()
+        node.stop()
+
+
+# ---- defect 3: lifecycle paths leave exactly the target state's entities --------------
+
+def _graph(probe):
+    n = probe.node
+    pubs = {t for t, _ in n.get_publisher_names_and_types_by_node("ovseg", "/")}
+    subs = {t for t, _ in n.get_subscriber_names_and_types_by_node("ovseg", "/")}
+    srvs = {t for t, _ in n.get_service_names_and_types_by_node("ovseg", "/")}
+    counts = {t: n.count_publishers(t) for t in pubs if t.startswith("/ovseg/")}
+    return pubs, subs, srvs, counts
+
+
+CONFIGURED_PUBS = {"/ovseg/vocabulary", "/ovseg/cam/panoptic", "/ovseg/cam/semantic", "/ovseg/cam/overlay"}
+CONFIGURED_SUBS = {"/ovseg/vocabulary_text", "/ovseg/vocabulary_request"}
+CONFIGURED_SRVS = {"/ovseg/set_vocabulary"}
+
+
+def _expect(probe, node, base, state):
+    pubs, subs, srvs = (set(x) for x in base)
+    if state in ("inactive", "active"):
+        pubs, subs, srvs = pubs | CONFIGURED_PUBS, subs | CONFIGURED_SUBS, srvs | CONFIGURED_SRVS
+    if state == "active":
+        subs = subs | {CAMERA}
+
+    def matches():
+        got_pubs, got_subs, got_srvs, counts = _graph(probe)
+        return (got_pubs, got_subs, got_srvs) == (pubs, subs, srvs) and set(counts.values()) <= {1}
+    try:
+        probe.wait_for(matches, timeout=20, what=f"the entities of {state}", node=node)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\nexpected {(pubs, subs, srvs)}\ngot {_graph(probe)}") from None
+
+
+def test_every_lifecycle_path_leaves_exactly_the_entities_of_its_target_state(tmp_path):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+    node, probe = start(tmp_path, autostart=False)
+    try:
+        client = probe.node.create_client(ChangeState, "/ovseg/change_state")
+        assert client.wait_for_service(timeout_sec=60)
+
+        def change(transition, state):
+            future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
+            probe.wait_for(future.done, timeout=120, what="the transition", node=node)
+            assert future.result().success, state
+            _expect(probe, node, base, state)
+
+        probe.wait_for(lambda: "/ovseg/transition_event" in _graph(probe)[0], node=node, what="the graph")
+        time.sleep(1.0)   # discovery settles
+        base = _graph(probe)[:3]
+        assert not base[0] & CONFIGURED_PUBS
+        T = Transition
+        change(T.TRANSITION_CONFIGURE, "inactive")
+        change(T.TRANSITION_CLEANUP, "unconfigured")
+        change(T.TRANSITION_CONFIGURE, "inactive")         # used to leave two publishers
+        change(T.TRANSITION_ACTIVATE, "active")
+        change(T.TRANSITION_DEACTIVATE, "inactive")
+        change(T.TRANSITION_CLEANUP, "unconfigured")
+        change(T.TRANSITION_CONFIGURE, "inactive")
+        change(T.TRANSITION_ACTIVATE, "active")
+        # A late joiner gets the current vocabulary only (no stale one from a leaked publisher).
+        late = []
+        probe.node.create_subscription(Vocabulary, "/ovseg/vocabulary", late.append, LATCHED)
+        probe.wait_for(lambda: late, what="the latched vocabulary", node=node)
+        time.sleep(1.0)
+        assert len(late) == 1, [m.version for m in late]
+        answered(probe, node, 1_000)
+        change(T.TRANSITION_ACTIVE_SHUTDOWN, "finalized")
+        assert node.alive()
+    finally:
+        probe.close()
+        node.stop()
+
+
+# ---- defect 2: a large vocabulary never blocks the node --------------------------------
+
+def test_large_vocabulary_is_encoded_in_the_background_and_a_newer_request_supersedes_it(tmp_path):
+    node, probe = start(tmp_path)
+    try:
+        wait_state(probe, node, "active")
+        old = answered(probe, node, 10).vocabulary_version
+        announced = []
+        probe.node.create_subscription(Vocabulary, "/ovseg/vocabulary", announced.append, LATCHED)
+        text_pub = probe.node.create_publisher(String, "/ovseg/vocabulary_text", 10)
+        time.sleep(0.5)
+        text_pub.publish(String(data="; ".join(f"object number {i}" for i in range(2000))))
+        probe.wait_for(lambda: statuses(probe)[-1].vocabulary_state == "encoding", node=node,
+                       what="status to report encoding")
+        assert statuses(probe)[-1].encoding_size == 2000
+        for stamp in (11, 12, 13):   # frames keep being answered, with the old vocabulary
+            result = answered(probe, node, stamp)
+            assert result.vocabulary_version == old and len(result.class_names) == 2
+        probe.wait_for(lambda: statuses(probe)[-1].encoding_progress > 0, node=node,
+                       what="encoding progress in status")
+        assert statuses(probe)[-1].vocabulary_state == "encoding"
+        # A newer request supersedes the pending one; the service answers once it is active.
+        client = probe.node.create_client(SetVocabulary, "/ovseg/set_vocabulary")
+        assert client.wait_for_service(timeout_sec=20)
+        reply = call(probe, node, client, text="bus; grass [stuff]")
+        assert reply.success and reply.version == old + 1, reply.message
+        assert answered(probe, node, 14).class_names == ["bus", "grass"]
+        probe.wait_for(lambda: statuses(probe)[-1].vocabulary_state == "ready", node=node,
+                       what="status to report ready")
+        assert "abandoned" in node.output()
+        assert [len(m.classes) for m in announced] in ([2, 2], [2]) and announced[-1].version == old + 1
+    finally:
+        probe.close()
+        node.stop()
+
+
+def test_encoded_vocabularies_persist_on_disk_for_the_next_process(tmp_path):
+    vocabulary = "; ".join(f"thing {i}" for i in range(40))
+    cache = tmp_path / "shared-cache"
+    for run in ("first", "second"):
+        node, probe = start(tmp_path / run, vocabulary=vocabulary, embedding_cache_dir=str(cache))
+        try:
+            wait_state(probe, node, "active")
+            how = "from the embedding cache" if run == "second" else "encoded in"
+            assert f"40 classes, {how}" in node.output(), node.output()
+        finally:
+            probe.close()
+            node.stop()
+    assert len(list(cache.glob("*.safetensors"))) == 1
+
+
+# ---- smaller items (5) ---------------------------------------------------------------
+
+def test_help_prints_the_parameters_and_starts_nothing():
+    run = subprocess.run([sys.executable, "-m", "ovseg_ros.node", "--help"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0
+    assert "usage: ovseg-node" in run.stdout and "camera_names" in run.stdout
+    assert "configured" not in run.stdout + run.stderr
+
+
+def test_unconfigured_status_empty_camera_names_and_vocabulary_rules(tmp_path):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+    node, probe = start(tmp_path, autostart=False, camera_names=[])
+    try:
+        wait_state(probe, node, "unconfigured")
+        client = probe.node.create_client(ChangeState, "/ovseg/change_state")
+        assert client.wait_for_service(timeout_sec=30)
+        for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
+            probe.wait_for(future.done, timeout=120, what="the transition", node=node)
+            assert future.result().success, node.output()     # camera_names: [] is "from the topic"
+        wait_state(probe, node, "active")
+        version = answered(probe, node, 5).vocabulary_version
+        vocab = probe.node.create_client(SetVocabulary, "/ovseg/set_vocabulary")
+        assert vocab.wait_for_service(timeout_sec=20)
+        same = call(probe, node, vocab, text="car; road [stuff]")       # the active one again
+        assert same.success and same.version == version, same.message
+        clash = call(probe, node, vocab, text="car; person, car")       # a synonym naming another class
+        assert not clash.success and "car" in clash.message and clash.version == version
+        assert answered(probe, node, 6).vocabulary_version == version
+        assert node.alive()
+    finally:
+        probe.close()
+        node.stop()
