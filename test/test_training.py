@@ -221,3 +221,24 @@ def test_a_dataset_path_without_the_layout_stops_with_the_layout(tmp_path, capsy
     path = write_recipe(tmp_path, TINY, data={"dataset": "coco_panoptic", "root": str(tmp_path / "nowhere")})
     rc = train_script.main(["--config", str(path), "--runs-dir", str(tmp_path / "runs"), "--device", "cpu"])
     assert rc == 2 and "panoptic_train2017" in capsys.readouterr().err
+
+
+def test_asking_for_the_adapted_masks_runs_the_adapter_once_and_changes_no_logit(build_tiny):
+    seg = build_tiny(0)
+    clf = seg.classifier
+    calls = []
+    hook = clf.encoder.distribution_adapter.register_forward_hook(lambda *a: calls.append(1))
+    from ovseg_core.structures import MaskProposals
+    g = torch.Generator().manual_seed(0)
+    proposals = MaskProposals(torch.randn(2, 5, 32, 32, generator=g) * 4, torch.ones(2, 5))
+    images = torch.rand(2, 3, 128, 128, generator=g)
+    text = seg.text_encoder.encode("red circle; sky [stuff]")
+    with torch.no_grad():
+        clf.encoder.distribution_adapter.conv2.weight.normal_(0, 0.5)  # not the identity
+        plain = clf(images, proposals, text)
+        chunks = len(calls)
+        calls.clear()
+        logits, adapted = clf(images, proposals, text, return_adapted_masks=True)
+    hook.remove()
+    assert torch.equal(plain, logits)
+    assert adapted.shape[:2] == (2, 5) and len(calls) == chunks  # the adapter's chunks ran once, not twice

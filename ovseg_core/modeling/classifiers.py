@@ -68,13 +68,15 @@ class MaskClassifier(nn.Module):
         ``return_adapted_masks`` also :meth:`adapted_masks` (the adapter's Dice/BCE loss), in
         that order. Everything a training loss needs comes out of forward, so the
         classifier can be wrapped in DistributedDataParallel."""
-        features = F.normalize(self.embed(images, proposals, text).float(), dim=-1)
+        adapted = self.adapted_masks(proposals) if return_adapted_masks else None
+        # The adapter's output, once computed for the loss, also makes the attention bias.
+        features = F.normalize((self.embed(images, proposals, text) if adapted is None
+                                else self.embed(images, proposals, text, adapted=adapted)).float(), dim=-1)
         logits = text.logits(features, self.logit_scale)
         if self.void_embedding is not None:
             void = features @ F.normalize(self.void_embedding.float(), dim=0)
             logits = torch.cat([logits, self.logit_scale * void[..., None]], dim=-1)
-        extras = ([features] if return_embeddings else []) + \
-            ([self.adapted_masks(proposals)] if return_adapted_masks else [])
+        extras = ([features] if return_embeddings else []) + ([adapted] if return_adapted_masks else [])
         return (logits, *extras) if extras else logits
 
     def new_parameters(self) -> Iterable[Tuple[str, nn.Parameter]]:
@@ -87,8 +89,8 @@ class MaskClassifier(nn.Module):
 
 
 class MaskAttentionClassifier(MaskClassifier):
-    def embed(self, images, proposals, text):
-        out = self.encoder(self.normalize(images), proposals.masks, text.embeddings)
+    def embed(self, images, proposals, text, adapted=None):
+        out = self.encoder(self.normalize(images), proposals.masks, text.embeddings, adapted)
         return out["masks"]
 
     def adapted_masks(self, proposals):

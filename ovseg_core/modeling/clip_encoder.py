@@ -214,17 +214,23 @@ class MaskCLIPEncoder(nn.Module):
             self._pos_cache = {key: resized}
         return resized
 
-    def attention_bias(self, masks: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
+    def attention_bias(self, masks: torch.Tensor, image_size: Tuple[int, int],
+                       adapted: Optional[torch.Tensor] = None) -> torch.Tensor:
         """[B, Q, h, w] mask logits -> [B, 1, Q, 1 + N] additive bias (0 allowed / -inf).
 
         A patch is allowed if any mask pixel inside the patch's footprint is in the mask
         (sigmoid >= 0.5, i.e. logit >= 0): an adaptive max-pool of the logits at the
         mask's own resolution, so no image-sized copy of every mask is ever made.
         CLS is always allowed, so an empty mask still has a well-defined output.
+        ``adapted``: :meth:`adapted_masks` of these masks when the caller has it already
+        (training supervises it), so the adapter does not run twice.
         """
         b, q = masks.shape[:2]
         grid = self.grid(image_size)
-        pooled = self._per_mask(masks, lambda c: F.adaptive_max_pool2d(self._adapt(c, grid), grid), grid)
+        if adapted is not None:
+            pooled = F.adaptive_max_pool2d(adapted.flatten(0, 1)[:, None], grid)
+        else:
+            pooled = self._per_mask(masks, lambda c: F.adaptive_max_pool2d(self._adapt(c, grid), grid), grid)
         pooled = pooled.reshape(b, q, grid[0] * grid[1])
         allowed = torch.cat([pooled.new_ones(b, q, 1, dtype=torch.bool), pooled >= 0], dim=2)
         bias = torch.zeros_like(allowed, dtype=torch.float32).masked_fill(~allowed, float("-inf"))
@@ -275,7 +281,8 @@ class MaskCLIPEncoder(nn.Module):
         return torch.cat([fn(c) for c in logits.split(chunk)])
 
     def forward(self, images: torch.Tensor, masks: Optional[torch.Tensor] = None,
-                text: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                text: Optional[torch.Tensor] = None, adapted: Optional[torch.Tensor] = None
+                ) -> Dict[str, torch.Tensor]:
         """images: [B, 3, H, W] CLIP-normalised; masks: [B, Q, h, w] logits or None;
         text: [T, text_dim] vocabulary embeddings, needed when SMA layers exist.
 
@@ -295,7 +302,7 @@ class MaskCLIPEncoder(nn.Module):
         bias = None
         if masks is not None:
             x = torch.cat([x, x[:, :1].expand(-1, masks.shape[1], -1)], dim=1)
-            bias = self.attention_bias(masks, size)
+            bias = self.attention_bias(masks, size, adapted)
             text = text.to(x.dtype) if text is not None else None
         for block in self.blocks:
             x = block(x, n_img, bias, text)
