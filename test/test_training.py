@@ -242,3 +242,22 @@ def test_asking_for_the_adapted_masks_runs_the_adapter_once_and_changes_no_logit
     hook.remove()
     assert torch.equal(plain, logits)
     assert adapted.shape[:2] == (2, 5) and len(calls) == chunks  # the adapter's chunks ran once, not twice
+
+
+def test_loader_workers_do_not_change_what_a_step_sees(tmp_path):
+    path0 = write_recipe(tmp_path, TINY, optim__max_iters=2, data__num_workers=0)
+    path2 = write_recipe(tmp_path, TINY, optim__max_iters=2, data__num_workers=2)
+    trainer(tmp_path, path0, name="w0").fit()
+    trainer(tmp_path, path2, name="w2").fit()
+    a = load_file(tmp_path / "runs" / "w0" / "delta.safetensors")
+    b = load_file(tmp_path / "runs" / "w2" / "delta.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_preset_weights_of_another_preset_stop_the_run_at_start(tmp_path):
+    path = write_recipe(tmp_path, TINY, optim__max_iters=1)
+    trainer(tmp_path, path, name="tiny").fit()
+    other = write_recipe(tmp_path, SHAPES_SMART, model={**SHAPES_SMART["model"],
+                                                        "weights": str(tmp_path / "runs" / "tiny" / "delta.safetensors")})
+    with pytest.raises(ValueError, match="do not match"):
+        trainer(tmp_path, other, name="shapes")
