@@ -52,7 +52,7 @@ from ovseg_core.structures import PanopticResult
 from ovseg_core.vocabulary import Vocabulary
 
 from .convert import (BadImage, header_stamp_ns, label_array, label_image, panoptic_message, to_rgb,
-                      vocabulary_from_classes, vocabulary_message)
+                      vocabulary_changes, vocabulary_from_classes, vocabulary_message)
 from .interfaces import PACKAGE, rosbags_typestore, rosbags_types
 
 VOCABULARY_TOPIC = "/ovseg/vocabulary"
@@ -352,7 +352,7 @@ class _Run:
             tqdm.write(f"ovseg-bag: vocabulary on {conn.topic} at record time {time} refused, keeping "
                        f"version {self.version}: {err}", file=sys.stderr)
             return
-        if vocabulary == self.vocabulary:
+        if not vocabulary_changes(self.vocabulary, vocabulary):   # the node's rule
             return
         self.run_batch()        # frames before the message keep the old vocabulary
         header = self.header(header_stamp_ns(msg.header), msg.header.frame_id) \

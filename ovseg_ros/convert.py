@@ -9,6 +9,7 @@ The hand-written part is the raw `sensor_msgs/Image` decoding, because ROS 2's
 from __future__ import annotations
 
 import array
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -175,6 +176,42 @@ def semantic_image(result: PanopticResult, header, types: MessageTypes):
     labels = np.asarray(result.semantic_map).astype(np.int64)
     labels = np.where(np.asarray(result.segment_map) == 0, semantic_void(num_classes), labels)
     return label_image(labels, header, types, wide=num_classes > 255)
+
+
+_IMAGE_SUFFIXES = {"image_raw", "image", "image_rect", "image_color", "image_rect_color", "compressed"}
+OUTPUT_LAYOUTS = ("node", "camera")
+
+
+def camera_namespace(topic: str) -> str:
+    """"/front/image_raw/compressed" -> "/front": the camera's topic without image suffixes."""
+    parts = [p for p in topic.strip("/").split("/") if p]
+    while parts and parts[-1] in _IMAGE_SUFFIXES:
+        parts.pop()
+    return ("/" if topic.startswith("/") else "") + "/".join(parts)
+
+
+def camera_name(topic: str, index: int) -> str:
+    """"/front/image_raw" -> "front": output topics read like the camera's namespace."""
+    name = camera_namespace(topic).strip("/")
+    return re.sub(r"[^A-Za-z0-9_/]", "_", name) if name else f"camera{index}"
+
+
+def output_topic(kind: str, camera_topic: str, name: str, layout: str = "node",
+                 node_namespace: str = "~") -> str:
+    """The one naming rule for our per-camera outputs (node and bag tool).
+
+    layout "node": NODE/NAME/KIND, e.g. /ovseg/front/panoptic (the node's ``~``);
+    layout "camera": beside the camera's topics, CAMERA/ovseg/KIND, e.g. /front/ovseg/panoptic.
+    """
+    if layout == "node":
+        return f"{node_namespace}/{name}/{kind}"
+    if layout == "camera":
+        namespace = camera_namespace(camera_topic)
+        if not namespace.strip("/"):
+            raise ValueError(f"camera topic {camera_topic!r} has no namespace to put outputs in; "
+                             f"use output_layout node or a topic like /front/image_raw")
+        return f"{namespace}/ovseg/{kind}"
+    raise ValueError(f"output layout {layout!r} is not one of {', '.join(OUTPUT_LAYOUTS)}")
 
 
 def vocabulary_changes(current, new) -> bool:

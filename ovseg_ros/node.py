@@ -10,7 +10,6 @@ decodes, segments them in one batched forward and publishes.
 from __future__ import annotations
 
 import collections
-import re
 import sys
 import threading
 import time
@@ -30,14 +29,15 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header, String
 
-from ovseg.msg import CameraStatus, PanopticResult, Segment, Status, Vocabulary, VocabularyClass
+from ovseg.msg import (CameraStatus, PanopticResult, Segment, SemanticInfo, Status, Vocabulary,
+                       VocabularyClass)
 from ovseg.srv import SetVocabulary
 from ovseg_core.visualize import overlay
 from ovseg_core.vocabulary import Vocabulary as CoreVocabulary
 
-from .convert import (BadImage, MessageTypes, header_stamp_ns, panoptic_message, rclpy_buffer,
-                      rgb_image, semantic_image, to_rgb, vocabulary_changes, vocabulary_from_request,
-                      vocabulary_message)
+from .convert import (OUTPUT_LAYOUTS, BadImage, MessageTypes, camera_name, header_stamp_ns,  # noqa: F401
+                      output_topic, panoptic_message, rclpy_buffer, rgb_image, semantic_image, semantic_void,
+                      to_rgb, vocabulary_changes, vocabulary_from_request, vocabulary_message)
 
 TYPES = MessageTypes(Image=Image, RegionOfInterest=RegionOfInterest, Segment=Segment,
                      PanopticResult=PanopticResult, VocabularyClass=VocabularyClass,
@@ -57,6 +57,10 @@ PARAMETERS = {
     "cameras": (["/camera/image_raw"],
                 "input topics; a topic ending in /compressed is a sensor_msgs/CompressedImage"),
     "camera_names": ([""], "output names per camera (outputs go to ~/NAME/...); empty: from the topic"),
+    "transport": (["raw"], "per camera (or one for all): raw (sensor_msgs/Image on the topic) or "
+                           "compressed (CompressedImage on TOPIC/compressed), image_transport's names"),
+    "output_layout": ("node", "node: outputs at ~/NAME/KIND (/ovseg/front/panoptic); camera: beside "
+                              "the camera, CAMERA_NAMESPACE/ovseg/KIND (/front/ovseg/panoptic)"),
     "input_qos": ("sensor_data", "sensor_data (best effort, depth 5), reliable or best_effort"),
     "input_qos_depth": (1, "history depth of the camera subscriptions for reliable/best_effort"),
     "max_batch": (4, "most frames (one per camera) segmented in one forward"),
@@ -75,18 +79,6 @@ PARAMETERS = {
 
 _RATE_WINDOW_S = 5.0
 _LATENCY_WINDOW = 200
-_IMAGE_SUFFIXES = {"image_raw", "image", "image_rect", "image_color", "image_rect_color", "compressed"}
-
-
-def camera_name(topic: str, index: int) -> str:
-    """"/front/image_raw" -> "front": output topics read like the camera's namespace."""
-    parts = [p for p in topic.strip("/").split("/") if p]
-    while parts and parts[-1] in _IMAGE_SUFFIXES:
-        parts.pop()
-    name = "/".join(parts)
-    return re.sub(r"[^A-Za-z0-9_/]", "_", name) if name else f"camera{index}"
-
-
 @dataclass
 class Camera:
     """One input stream: its newest waiting frame, its publishers and its counters."""
@@ -106,6 +98,7 @@ class Camera:
     completions: Deque[float] = field(default_factory=collections.deque)
     latencies_ms: Deque[float] = field(default_factory=lambda: collections.deque(maxlen=_LATENCY_WINDOW))
     subscription: object = None
+    outputs: Dict[str, str] = field(default_factory=dict)    # kind -> topic
     publishers: Dict[str, object] = field(default_factory=dict)
 
     def rate(self, times: Deque[float], now: float) -> float:
@@ -228,13 +221,12 @@ class SegmentationNode(LifecycleNode):
             self.create_service(SetVocabulary, "~/set_vocabulary", self._on_set_vocabulary,
                                 callback_group=self._service_group),
         ]
+        kinds = {"panoptic": PanopticResult, "semantic": Image, "semantic_info": SemanticInfo,
+                 "overlay": Image}
         for cam in self.cameras:
-            if self.param("publish_panoptic"):
-                cam.publishers["panoptic"] = self.create_publisher(PanopticResult, f"~/{cam.name}/panoptic", 10)
-            if self.param("publish_semantic"):
-                cam.publishers["semantic"] = self.create_publisher(Image, f"~/{cam.name}/semantic", 10)
-            if self.param("publish_overlay"):
-                cam.publishers["overlay"] = self.create_publisher(Image, f"~/{cam.name}/overlay", 10)
+            for kind, msg_type in kinds.items():
+                if self.param("publish_" + kind.split("_")[0]):
+                    cam.publishers[kind] = self.create_publisher(msg_type, cam.outputs[kind], 10)
         self._activate_vocabulary(vocab, f"{source} in {time.monotonic() - started:.1f} s")
         self._encoder_running = True
         self._encoder = threading.Thread(target=self._encode_loop, name="ovseg-encoder", daemon=True)
@@ -242,7 +234,7 @@ class SegmentationNode(LifecycleNode):
         self._state = "inactive"
         self.get_logger().info(
             f"configured: preset {self.segmenter.name} on {self.segmenter.device}, cameras "
-            + ", ".join(f"{c.topic} -> ~/{c.name}" for c in self.cameras))
+            + ", ".join(f"{c.topic} -> {c.outputs['panoptic'].rsplit('/', 1)[0]}" for c in self.cameras))
         return TransitionCallbackReturn.SUCCESS
 
     def _make_cameras(self) -> List[Camera]:
@@ -256,7 +248,23 @@ class SegmentationNode(LifecycleNode):
         names = names or [camera_name(t, i) for i, t in enumerate(topics)]
         if len(set(names)) != len(names):
             raise ValueError(f"camera names {names} collide; set camera_names explicitly")
-        return [Camera(n, t, t.rstrip("/").endswith("/compressed")) for n, t in zip(names, topics)]
+        transports = [t for t in self.param("transport") if t] or ["raw"]
+        if len(transports) == 1:
+            transports = transports * len(topics)
+        if len(transports) != len(topics) or set(transports) - {"raw", "compressed"}:
+            raise ValueError(f"transport {transports} must be raw or compressed, one for all cameras "
+                             f"or one per camera ({len(topics)})")
+        layout = self.param("output_layout")
+        cameras = []
+        for name, topic, transport in zip(names, topics, transports):
+            # image_transport's convention: the compressed transport of BASE is BASE/compressed.
+            compressed = transport == "compressed" or topic.rstrip("/").endswith("/compressed")
+            if compressed and not topic.rstrip("/").endswith("/compressed"):
+                topic = topic.rstrip("/") + "/compressed"
+            outputs = {kind: output_topic(kind, topic, name, layout)
+                       for kind in ("panoptic", "semantic", "semantic_info", "overlay")}
+            cameras.append(Camera(name, topic, compressed, outputs=outputs))
+        return cameras
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Move the model to its device and start taking frames."""
@@ -572,6 +580,10 @@ class SegmentationNode(LifecycleNode):
             pubs["panoptic"].publish(panoptic_message(result, header, TYPES))
         if "semantic" in pubs:
             pubs["semantic"].publish(semantic_image(result, header, TYPES))
+            pubs["semantic_info"].publish(SemanticInfo(
+                header=header, vocabulary_version=int(result.vocabulary_version or 0),
+                void_label=semantic_void(len(result.class_names)),
+                class_names=list(result.class_names)))
         if "overlay" in pubs and pubs["overlay"].get_subscription_count() > 0:
             pubs["overlay"].publish(rgb_image(overlay(image, result), header, TYPES))
 

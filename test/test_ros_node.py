@@ -15,7 +15,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header, String  # noqa: E402
 
-from ovseg.msg import PanopticResult, Status, Vocabulary, VocabularyClass  # noqa: E402
+from ovseg.msg import PanopticResult, SemanticInfo, Status, Vocabulary, VocabularyClass  # noqa: E402
 from ovseg.srv import SetVocabulary  # noqa: E402
 from ovseg_ros.convert import SEMANTIC_VOID_MONO8, header_stamp_ns as stamp_ns, label_array  # noqa: E402
 from ovseg_ros.harness import REPO, NodeProcess, Probe, isolated_env  # noqa: E402
@@ -39,6 +39,7 @@ def ros(tmp_path_factory):
     for name in ("cam_a", "cam_b", "cam_c"):
         probe.subscribe(PanopticResult, f"/ovseg/{name}/panoptic", RELIABLE)
         probe.subscribe(Image, f"/ovseg/{name}/semantic", RELIABLE)
+        probe.subscribe(SemanticInfo, f"/ovseg/{name}/semantic_info", RELIABLE)
     probe.subscribe(Status, "/ovseg/status")
     probe.vocab_text = probe.node.create_publisher(String, "/ovseg/vocabulary_text", 10)
     probe.wait_for(lambda: any(m.state == "active" for m in probe.messages("/ovseg/status")),
@@ -104,6 +105,11 @@ def test_each_camera_gets_results_with_its_header_and_size(ros):
         probe.wait_for(lambda: find(probe, semantic, stamp_ns(sent.header)), what=semantic, node=node)
         sem = find(probe, semantic, stamp_ns(sent.header))[0]
         assert sem.encoding == "mono8" and (sem.height, sem.width) == (height, width)
+        info = f"/ovseg/{name}/semantic_info"
+        probe.wait_for(lambda: find(probe, info, stamp_ns(sent.header)), what=info, node=node)
+        meaning = find(probe, info, stamp_ns(sent.header))[0]
+        assert meaning.class_names == ["car", "road"] and meaning.void_label == SEMANTIC_VOID_MONO8
+        assert meaning.vocabulary_version == result.vocabulary_version > 0
         labels = label_array(sem)
         assert ((labels == SEMANTIC_VOID_MONO8) == (ids == 0)).all()   # void exactly where unlabeled
         assert labels[ids > 0].max(initial=0) < 2

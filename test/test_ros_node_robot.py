@@ -128,7 +128,8 @@ def _graph(probe):
     return pubs, subs, srvs, counts
 
 
-CONFIGURED_PUBS = {"/ovseg/vocabulary", "/ovseg/cam/panoptic", "/ovseg/cam/semantic", "/ovseg/cam/overlay"}
+CONFIGURED_PUBS = {"/ovseg/vocabulary", "/ovseg/cam/panoptic", "/ovseg/cam/semantic", "/ovseg/cam/semantic_info",
+                   "/ovseg/cam/overlay"}
 CONFIGURED_SUBS = {"/ovseg/vocabulary_text", "/ovseg/vocabulary_request"}
 CONFIGURED_SRVS = {"/ovseg/set_vocabulary"}
 
@@ -273,6 +274,30 @@ def test_unconfigured_status_empty_camera_names_and_vocabulary_rules(tmp_path):
         assert not clash.success and "car" in clash.message and clash.version == version
         assert answered(probe, node, 6).vocabulary_version == version
         assert node.alive()
+    finally:
+        probe.close()
+        node.stop()
+
+
+def test_compressed_transport_and_outputs_in_the_camera_namespace(tmp_path):
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+    os.environ.update(isolated_env())
+    node = NodeProcess(tmp_path, **{**SMALL, "cameras": ["/front/image_raw"], "transport": ["compressed"],
+                                    "output_layout": "camera"})
+    probe = Probe()
+    try:
+        jpeg = probe.node.create_publisher(CompressedImage, "/front/image_raw/compressed", RELIABLE)
+        probe.subscribe(PanopticResult, "/front/ovseg/panoptic", RELIABLE)
+        probe.subscribe(Status, "/ovseg/status")
+        wait_state(probe, node, "active")
+        msg = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", np.zeros((20, 30, 3), np.uint8))[1].tobytes())
+        msg.header.stamp.sec = 7
+        jpeg.publish(msg)
+        probe.wait_for(lambda: probe.messages("/front/ovseg/panoptic"), what="a result beside the camera",
+                       node=node)
+        assert probe.messages("/front/ovseg/panoptic")[0].id_image.width == 30
+        assert statuses(probe)[-1].cameras[0].camera == "/front/image_raw/compressed"
     finally:
         probe.close()
         node.stop()
