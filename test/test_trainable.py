@@ -204,3 +204,13 @@ def test_describe_trainable_groups_add_up(clip):
     assert "trainable total" in format_trainable(table)
     with pytest.raises(ValueError, match="not parameters"):
         describe_trainable(clf, ["encoder.no_such_weight"])
+
+
+def test_ovseg_params_counts_any_policy(capsys):
+    from ovseg_core.cli import main
+    assert main(["params", "--preset", "tiny", "--trainable", "lora", "--lora-rank", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "policy lora, rank 2" in out
+    assert f"{BLOCKS * 4 * 2 * 2 * WIDTH:,}" in out      # the LoRA line of the tiny CLIP
+    assert main(["params", "--preset", "tiny", "--trainable", "everything"]) == 2
+    assert "everything" in capsys.readouterr().err
