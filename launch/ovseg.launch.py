@@ -1,9 +1,12 @@
 """ros2 launch ovseg ovseg.launch.py [config:=FILE] [namespace:=NS] [cameras:="['/a/image_raw', ...]"]
-[device:=cuda] [preset:=NAME]
+[device:=cuda] [preset:=NAME] [weights:=FILE] [vocabulary:="car; road [stuff]"]
+[autostart:=false] [use_sim_time:=true] [log_level:=debug] [respawn:=true] [dds_profile:=FILE|'']
 
 Starts the segmentation node with a parameter file; arguments given here override the
-file's values. Needs launch_ros (a ROS 2 installation); without it use
-`ovseg-node --params-file FILE`.
+file's values (empty: the file's). With a lifecycle manager (nav2_lifecycle_manager and
+the like) pass autostart:=false so the manager drives configure/activate. dds_profile is
+the Fast DDS XML profile for large frames (config/fastdds_large_frames.xml by default).
+Needs launch_ros (a ROS 2 installation); without it use `ovseg-node --params-file FILE`.
 """
 import os
 
@@ -13,18 +16,37 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+# Launch argument -> node parameter of the same name (test_launch_file.py checks that each
+# is declared by the node or is ROS's use_sim_time). Booleans are parsed as YAML.
+PARAMETER_ARGUMENTS = ("cameras", "device", "preset", "weights", "vocabulary", "autostart", "use_sim_time")
+LIST_ARGUMENTS = ("cameras",)
+BOOL_ARGUMENTS = ("autostart", "use_sim_time")
+
 
 def _node(context):
+    import yaml
     overrides = {}
-    for key in ("cameras", "device", "preset"):
+    for key in PARAMETER_ARGUMENTS:
         value = LaunchConfiguration(key).perform(context)
-        if value:
-            # cameras is a YAML list ("['/a/image_raw', '/b/image_raw']"); the others strings.
-            overrides[key] = _yaml_list(value) if key == "cameras" else value
+        if value == "":
+            continue
+        if key in LIST_ARGUMENTS:
+            overrides[key] = _yaml_list(value)
+        elif key in BOOL_ARGUMENTS:
+            overrides[key] = bool(yaml.safe_load(value))
+        else:
+            overrides[key] = value
+    env = {}
+    profile = LaunchConfiguration("dds_profile").perform(context)
+    if profile:
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = profile
+    respawn = bool(yaml.safe_load(LaunchConfiguration("respawn").perform(context) or "false"))
     return [Node(
         package="ovseg", executable="ovseg_node", name="ovseg",
         namespace=LaunchConfiguration("namespace"), output="screen", emulate_tty=True,
-        parameters=[LaunchConfiguration("config"), overrides])]
+        parameters=[LaunchConfiguration("config"), overrides],
+        ros_arguments=["--log-level", LaunchConfiguration("log_level").perform(context)],
+        additional_env=env, respawn=respawn, respawn_delay=2.0)]
 
 
 def _yaml_list(text):
@@ -38,14 +60,26 @@ def _yaml_list(text):
 
 
 def generate_launch_description():
-    default_config = os.path.join(get_package_share_directory("ovseg"), "config", "ovseg_node.yaml")
+    share = get_package_share_directory("ovseg")
     return LaunchDescription([
-        DeclareLaunchArgument("config", default_value=default_config,
+        DeclareLaunchArgument("config", default_value=os.path.join(share, "config", "ovseg_node.yaml"),
                               description="node parameter file (see config/ovseg_node.yaml)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
         DeclareLaunchArgument("cameras", default_value="",
                               description="image topics, a YAML list; empty: the config file's"),
         DeclareLaunchArgument("device", default_value="", description="cpu, cuda, cuda:N; empty: config"),
         DeclareLaunchArgument("preset", default_value="", description="model preset; empty: config"),
+        DeclareLaunchArgument("weights", default_value="", description="trained delta (.safetensors); empty: config"),
+        DeclareLaunchArgument("vocabulary", default_value="",
+                              description="initial vocabulary, e.g. 'car; road [stuff]'; empty: config"),
+        DeclareLaunchArgument("autostart", default_value="",
+                              description="true: configure+activate itself; false: a lifecycle manager does; "
+                                          "empty: config"),
+        DeclareLaunchArgument("use_sim_time", default_value="",
+                              description="true: the node's clock follows /clock (bags, simulators)"),
+        DeclareLaunchArgument("log_level", default_value="info", description="debug, info, warn, error"),
+        DeclareLaunchArgument("respawn", default_value="false", description="restart the node if it dies"),
+        DeclareLaunchArgument("dds_profile", default_value=os.path.join(share, "config", "fastdds_large_frames.xml"),
+                              description="Fast DDS XML profile (FASTDDS_DEFAULT_PROFILES_FILE); '' for none"),
         OpaqueFunction(function=_node),
     ])

@@ -22,6 +22,9 @@ def isolated_env() -> dict:
     env.setdefault("ROS_DOMAIN_ID", str(random.randint(20, 99)))
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env["PYTHONUNBUFFERED"] = "1"
+    # Large frames through shared memory (see the profile); tools/ros_env.sh sets it too, so
+    # this process's own participants (loaded once per process) use the same transports.
+    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_frames.xml"))
     return env
 
 

@@ -301,3 +301,52 @@ def test_compressed_transport_and_outputs_in_the_camera_namespace(tmp_path):
     finally:
         probe.close()
         node.stop()
+
+
+def test_two_cameras_at_1920x1080_get_one_result_per_frame(tmp_path):
+    """Through the shipped DDS profile (tools/ros_env.sh and the harness set it)."""
+    assert os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "").endswith("fastdds_large_frames.xml")
+    cameras = ["/left/image_raw", "/right/image_raw"]
+    os.environ.update(isolated_env())
+    node = NodeProcess(tmp_path, **{**SMALL, "cameras": cameras, "publish_overlay": False})
+    probe = Probe()
+    try:
+        pubs = [probe.node.create_publisher(Image, t, RELIABLE) for t in cameras]
+        outs = ["/ovseg/left/panoptic", "/ovseg/right/panoptic"]
+        for out in outs:
+            probe.subscribe(PanopticResult, out, RELIABLE)
+        probe.subscribe(Status, "/ovseg/status")
+        wait_state(probe, node, "active")
+        time.sleep(0.5)
+        for i in range(3):
+            for pub in pubs:
+                pub.publish(image_msg(100 + i, 1080, 1920))
+            probe.wait_for(lambda: all(len(probe.messages(o)) == i + 1 for o in outs), timeout=120,
+                           what=f"the results of round {i}", node=node)
+        for out in outs:
+            results = probe.messages(out)
+            assert [stamp_ns(m.header) for m in results] == [100, 101, 102]
+            assert {(m.id_image.width, m.id_image.height) for m in results} == {(1920, 1080)}
+        cams = statuses(probe)[-1].cameras
+        assert all(c.errors == 0 for c in cams)
+    finally:
+        probe.close()
+        node.stop()
+
+
+def test_the_node_honours_use_sim_time(tmp_path):
+    """The launch file's use_sim_time:=true: the node's clock (status stamps) follows /clock."""
+    from rosgraph_msgs.msg import Clock
+    node, probe = start(tmp_path, use_sim_time=True, autostart=False)
+    try:
+        clock = probe.node.create_publisher(Clock, "/clock", 10)
+        sim = Clock()
+        sim.clock.sec = 4242
+
+        def ticked():
+            clock.publish(sim)
+            return any(m.header.stamp.sec == 4242 for m in statuses(probe))
+        probe.wait_for(ticked, timeout=120, what="a status stamped with the simulated time", node=node)
+    finally:
+        probe.close()
+        node.stop()

@@ -8,4 +8,7 @@ export PATH="$_OVSEG_VENV/bin:$PATH"
 export AMENT_PREFIX_PATH="$_OVSEG_ROOT/install/ovseg:$_OVSEG_VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export LD_LIBRARY_PATH="$_OVSEG_ROOT/install/ovseg/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PYTHONPATH="$_OVSEG_ROOT/install/ovseg/lib/python3.11/site-packages${PYTHONPATH:+:$PYTHONPATH}"
+# Fast DDS with a shared-memory segment that holds camera frames (config/fastdds_large_frames.xml);
+# an explicitly set profile wins.
+export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$_OVSEG_ROOT/config/fastdds_large_frames.xml}"
 unset _OVSEG_ROOT _OVSEG_VENV
