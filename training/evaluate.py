@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import re
 import sys
 import time
@@ -49,6 +48,7 @@ from ovseg_core.evaluation import (MaskAccuracy, OracleClassifier, PQStat, Seman
                                    pq_prediction, resize_labels)
 from ovseg_core.evaluation.panoptic import format_table  # noqa: E402
 from ovseg_core.modeling.proposals import OracleProposals  # noqa: E402
+from ovseg_core.training.distributed import init_distributed, local_rank  # noqa: E402
 from ovseg_core.panoptic_io import InputError, dump_json, write_text_atomic  # noqa: E402
 from ovseg_core.visualize import overlay  # noqa: E402
 
@@ -116,17 +116,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="build the preset's architecture without its pretrained weights (offline trials)")
     p.add_argument("--seed", type=int, default=0, help="seeds weights a preset does not load (same on every rank)")
     return p
-
-
-def _distributed(device: Optional[str]) -> Tuple[int, int]:
-    """(rank, world size) under torchrun: nccl when the run is on GPUs, gloo on CPUs."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        on_gpu = torch.cuda.is_available() and not str(device or "auto").startswith("cpu")
-        if on_gpu:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        torch.distributed.init_process_group(backend="nccl" if on_gpu else "gloo")
-    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
 
 
 def seen_flags(arg: str, segmenter, data: EvalDataset, vocab) -> Optional[List[bool]]:
@@ -306,7 +295,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not data.has_panoptic and not data.has_semantic:
             print(f"evaluate: {args.dataset} has no ground truth for oracle runs", file=sys.stderr)
             return 2
-    rank, world = _distributed(args.device)
+    rank, world = init_distributed(args.device)
     indices = list(range(len(data)))[:args.limit]
     mine = indices[rank::world]
     records = []
@@ -319,7 +308,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     bad = {r["index"] for r in records}
     device = args.device
     if world > 1 and torch.cuda.is_available() and device in (None, "auto", "cuda"):
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        device = f"cuda:{local_rank()}"
     from ovseg_core.build import build_segmenter
     overrides = {"clip.pretrained": None, "proposals.pretrained": None} if args.random_weights else {}
     torch.manual_seed(args.seed)
