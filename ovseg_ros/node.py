@@ -26,7 +26,8 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
-from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header, String
 
 from ovseg.msg import (CameraStatus, PanopticResult, Segment, SemanticInfo, Status, Vocabulary,
@@ -35,7 +36,8 @@ from ovseg.srv import SetVocabulary
 from ovseg_core.visualize import overlay
 from ovseg_core.vocabulary import Vocabulary as CoreVocabulary
 
-from .convert import (OUTPUT_LAYOUTS, BadImage, MessageTypes, camera_name, header_stamp_ns,  # noqa: F401
+from .convert import (OUTPUT_LAYOUTS, BadImage, MessageTypes, camera_name, camera_namespace,  # noqa: F401
+                      header_stamp_ns,
                       output_topic, panoptic_message, rclpy_buffer, rgb_image, semantic_image, semantic_void,
                       to_rgb, vocabulary_changes, vocabulary_from_request, vocabulary_message)
 
@@ -73,6 +75,10 @@ PARAMETERS = {
     "embedding_cache_dir": ("~/.cache/ovseg/embeddings",
                             "folder of encoded vocabularies (keyed by model and text) shared by "
                             "restarts and other nodes; empty: keep them in memory only"),
+    "camera_info": (True, "subscribe to each camera's camera_info (beside its image topic) and "
+                          "republish the latest with each result's stamp at ~/NAME/camera_info"),
+    "stall_timeout": (5.0, "seconds a camera may have frames waiting without a result before "
+                           "/diagnostics warns"),
     "status_period": (1.0, "seconds between ~/status messages"),
     "autostart": (True, "configure and activate at start (no lifecycle manager needed)"),
 }
@@ -94,6 +100,10 @@ class Camera:
     last_error: str = ""
     last_stamp_ns: int = -1
     time_jumps: int = 0
+    reported_jumps: int = 0                # time jumps already warned about on /diagnostics
+    last_done: float = 0.0                 # monotonic time of its last result
+    camera_info: object = None             # the latest sensor_msgs/CameraInfo
+    info_subscription: object = None
     arrivals: Deque[float] = field(default_factory=collections.deque)
     completions: Deque[float] = field(default_factory=collections.deque)
     latencies_ms: Deque[float] = field(default_factory=lambda: collections.deque(maxlen=_LATENCY_WINDOW))
@@ -157,6 +167,7 @@ class SegmentationNode(LifecycleNode):
         # thread of the multi-threaded executor) while everything else goes on.
         self._service_group = ReentrantCallbackGroup()
         self._status_pub = self.create_publisher(Status, "~/status", 10)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._status_timer = self.create_timer(float(self.param("status_period")), self._publish_status)
         self.get_logger().info(f"ovseg_ros from {Path(__file__).resolve().parent}")
 
@@ -227,6 +238,8 @@ class SegmentationNode(LifecycleNode):
             for kind, msg_type in kinds.items():
                 if self.param("publish_" + kind.split("_")[0]):
                     cam.publishers[kind] = self.create_publisher(msg_type, cam.outputs[kind], 10)
+            if self.param("camera_info"):
+                cam.publishers["camera_info"] = self.create_publisher(CameraInfo, cam.outputs["camera_info"], 10)
         self._activate_vocabulary(vocab, f"{source} in {time.monotonic() - started:.1f} s")
         self._encoder_running = True
         self._encoder = threading.Thread(target=self._encode_loop, name="ovseg-encoder", daemon=True)
@@ -262,7 +275,7 @@ class SegmentationNode(LifecycleNode):
             if compressed and not topic.rstrip("/").endswith("/compressed"):
                 topic = topic.rstrip("/") + "/compressed"
             outputs = {kind: output_topic(kind, topic, name, layout)
-                       for kind in ("panoptic", "semantic", "semantic_info", "overlay")}
+                       for kind in ("panoptic", "semantic", "semantic_info", "overlay", "camera_info")}
             cameras.append(Camera(name, topic, compressed, outputs=outputs))
         return cameras
 
@@ -275,6 +288,11 @@ class SegmentationNode(LifecycleNode):
             msg_type = CompressedImage if cam.compressed else Image
             cam.subscription = self.create_subscription(
                 msg_type, cam.topic, lambda msg, cam=cam: self._on_image(cam, msg), qos)
+            if self.param("camera_info"):   # image_transport's convention: beside the image topic
+                namespace = camera_namespace(cam.topic)
+                cam.info_subscription = self.create_subscription(
+                    CameraInfo, f"{namespace}/camera_info" if namespace else "camera_info",
+                    lambda msg, cam=cam: setattr(cam, "camera_info", msg), qos)
         self._running = True
         self._worker = threading.Thread(target=self._work, name="ovseg-worker", daemon=True)
         self._worker.start()
@@ -313,9 +331,10 @@ class SegmentationNode(LifecycleNode):
         """Undo activate: the worker and the camera subscriptions."""
         self._stop_worker()
         for cam in self.cameras:
-            if cam.subscription is not None:
-                self.destroy_subscription(cam.subscription)
-                cam.subscription = None
+            for sub in (cam.subscription, cam.info_subscription):
+                if sub is not None:
+                    self.destroy_subscription(sub)
+            cam.subscription = cam.info_subscription = None
             cam.pending = None
 
     def _release(self):
@@ -569,6 +588,7 @@ class SegmentationNode(LifecycleNode):
                     continue
                 done = time.monotonic()
                 with self._cond:
+                    cam.last_done = done
                     cam.processed += 1
                     cam.last_stamp_ns = header_stamp_ns(msg.header)
                     cam.completions.append(done)
@@ -584,6 +604,10 @@ class SegmentationNode(LifecycleNode):
                 header=header, vocabulary_version=int(result.vocabulary_version or 0),
                 void_label=semantic_void(len(result.class_names)),
                 class_names=list(result.class_names)))
+        info = cam.camera_info
+        if "camera_info" in pubs and info is not None:   # same stamp as the result, for projection
+            info.header = header
+            pubs["camera_info"].publish(info)
         if "overlay" in pubs and pubs["overlay"].get_subscription_count() > 0:
             pubs["overlay"].publish(rgb_image(overlay(image, result), header, TYPES))
 
@@ -608,6 +632,44 @@ class SegmentationNode(LifecycleNode):
             vocabulary_state="encoding" if encoding else "ready",
             encoding_progress=float(self._encoding_progress) if self._encoding else 0.0,
             encoding_size=len(encoding.vocabulary) if encoding else 0, cameras=cams))
+        self._publish_diagnostics(now, cams, encoding)
+
+    def _publish_diagnostics(self, now: float, cams: list, encoding):
+        """/diagnostics (diagnostic_msgs, what robot monitors aggregate): one entry for the
+        node, one per camera; WARN on a stall or a time jump since the last report."""
+        name = self.get_fully_qualified_name()
+        ok, warn = DiagnosticStatus.OK, DiagnosticStatus.WARN
+        node_level = ok if self._state in ("active", "inactive") else warn
+        node_message = self._state + (f", encoding a vocabulary of {len(encoding.vocabulary)} classes "
+                                      f"({self._encoding_progress:.0%})" if encoding else "")
+        statuses = [DiagnosticStatus(
+            level=node_level, name=f"{name}: node", hardware_id=name, message=node_message,
+            values=[KeyValue(key="vocabulary_version", value=str(self._version)),
+                    KeyValue(key="vocabulary_size", value=str(len(self._vocabulary or ())))])]
+        stall = float(self.param("stall_timeout"))
+        with self._cond:
+            for cam, st in zip(self.cameras, cams):
+                level, problems = ok, []
+                waiting = cam.pending is not None and now - cam.pending[1] > stall
+                if waiting and now - cam.last_done > stall:
+                    level = warn
+                    problems.append(f"stalled: frames waiting, no result for {now - cam.last_done:.0f} s")
+                if cam.time_jumps > cam.reported_jumps:
+                    level = warn
+                    problems.append(f"time jump: stamps went backwards ({cam.time_jumps - cam.reported_jumps}"
+                                    f" since the last report); camera state reset")
+                    cam.reported_jumps = cam.time_jumps
+                values = {"input_hz": f"{st.input_hz:.2f}", "processed_hz": f"{st.processed_hz:.2f}",
+                          "received": st.received, "processed": st.processed, "dropped": st.dropped,
+                          "errors": st.errors, "time_jumps": st.time_jumps,
+                          "latency_p50_ms": f"{st.latency_p50_ms:.1f}",
+                          "latency_p99_ms": f"{st.latency_p99_ms:.1f}", "last_error": st.last_error}
+                statuses.append(DiagnosticStatus(
+                    level=level, name=f"{name}: {cam.topic}", hardware_id=cam.topic,
+                    message="; ".join(problems) or "ok",
+                    values=[KeyValue(key=k, value=str(v)) for k, v in values.items()]))
+        self._diagnostics_pub.publish(DiagnosticArray(
+            header=Header(stamp=self.get_clock().now().to_msg()), status=statuses))
 
 
 def _check_synonyms(vocab: CoreVocabulary):

@@ -101,9 +101,17 @@ def test_the_node_and_the_tests_run_the_editable_source(tmp_path):
 # ---- defect 1: stamps going backwards -----------------------------------------------
 
 def test_stamps_going_backwards_reset_the_camera_instead_of_silencing_it(tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from sensor_msgs.msg import CameraInfo
     node, probe = start(tmp_path)
     try:
+        probe.subscribe(DiagnosticArray, "/diagnostics")
+        probe.subscribe(CameraInfo, "/ovseg/cam/camera_info", RELIABLE)
+        info = probe.node.create_publisher(CameraInfo, "/cam/camera_info", RELIABLE)
         wait_state(probe, node, "active")
+        time.sleep(0.5)
+        info.publish(CameraInfo(width=32, height=24, k=[20.0, 0.0, 16.0, 0.0, 20.0, 12.0, 0.0, 0.0, 1.0]))
+        time.sleep(0.5)
         answered(probe, node, 400_009)
         for stamp in (1, 2, 0):   # a looping bag / simulator reset, then a second jump
             answered(probe, node, stamp)
@@ -112,6 +120,19 @@ def test_stamps_going_backwards_reset_the_camera_instead_of_silencing_it(tmp_pat
         cam = statuses(probe)[-1].cameras[0]
         assert cam.processed == 4 and cam.dropped == 0
         assert node.output().count("stamp went back") == 2    # one warning per jump
+
+        def camera_diagnostics():
+            return [s for array in probe.messages("/diagnostics") for s in array.status
+                    if s.hardware_id == CAMERA]
+        probe.wait_for(lambda: any(s.level == DiagnosticStatus.WARN and "time jump" in s.message
+                                   for s in camera_diagnostics()), node=node, what="a time-jump warning")
+        probe.wait_for(lambda: camera_diagnostics()[-1].level == DiagnosticStatus.OK, node=node,
+                       what="diagnostics back to OK")
+        assert {kv.key for kv in camera_diagnostics()[-1].values} >= {"input_hz", "latency_p50_ms", "dropped"}
+        # camera_info is republished with each result's stamp.
+        probe.wait_for(lambda: {stamp_ns(m.header) for m in probe.messages("/ovseg/cam/camera_info")}
+                       >= {400_009, 1, 2, 0}, node=node, what="camera_info per result")
+        assert probe.messages("/ovseg/cam/camera_info")[0].k[0] == 20.0
     finally:
         probe.close()
         node.stop()
@@ -129,7 +150,7 @@ def _graph(probe):
 
 
 CONFIGURED_PUBS = {"/ovseg/vocabulary", "/ovseg/cam/panoptic", "/ovseg/cam/semantic", "/ovseg/cam/semantic_info",
-                   "/ovseg/cam/overlay"}
+                   "/ovseg/cam/overlay", "/ovseg/cam/camera_info"}
 CONFIGURED_SUBS = {"/ovseg/vocabulary_text", "/ovseg/vocabulary_request"}
 CONFIGURED_SRVS = {"/ovseg/set_vocabulary"}
 
@@ -139,7 +160,7 @@ def _expect(probe, node, base, state):
     if state in ("inactive", "active"):
         pubs, subs, srvs = pubs | CONFIGURED_PUBS, subs | CONFIGURED_SUBS, srvs | CONFIGURED_SRVS
     if state == "active":
-        subs = subs | {CAMERA}
+        subs = subs | {CAMERA, "/cam/camera_info"}
 
     def matches():
         got_pubs, got_subs, got_srvs, counts = _graph(probe)
