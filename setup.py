@@ -33,7 +33,7 @@ setup(
         # ROS 2 Kilted from PyPI wheels (ENVIRONMENT.md): enough to build our interfaces
         # with colcon and run the node; `make ros` installs these and builds.
         "ros": [
-            "ros-rclpy", "ros-std-msgs", "ros-sensor-msgs", "ros-lifecycle-msgs",
+            "ros-rclpy", "ros-std-msgs", "ros-sensor-msgs", "ros-lifecycle-msgs", "ros-diagnostic-msgs",
             "ros-rmw-fastrtps-cpp", "ros-wheels-bootstrapper", "ros-ament-package",
             "ros-ament-cmake", "ros-ament-cmake-python", "ros-ament-cmake-include-directories",
             "ros-ament-cmake-ros", "ros-ament-cmake-ros-core", "ros-python-cmake-module",
