@@ -261,3 +261,18 @@ def test_preset_weights_of_another_preset_stop_the_run_at_start(tmp_path):
                                                         "weights": str(tmp_path / "runs" / "tiny" / "delta.safetensors")})
     with pytest.raises(ValueError, match="do not match"):
         trainer(tmp_path, other, name="shapes")
+
+
+@pytest.mark.parametrize("policy", ["query_projection", "lora"])
+def test_new_modules_get_the_full_lr_and_clips_own_tensors_a_tenth(tmp_path, policy):
+    """LoRA matrices are new (full lr) although they sit inside CLIP's projections."""
+    path = write_recipe(tmp_path, TINY, model={"classifier.trainable": policy, "classifier.lora_rank": 2,
+                                               "classifier.learned_void": True, "device": "cpu"})
+    t = trainer(tmp_path, path)
+    lr_of = {id(p): g["initial_lr"] for g in t.optimizer.param_groups for p in g["params"]}
+    params = dict(t.classifier.named_parameters())
+    clip_own = [n for n in t.names if ".q_proj." in n and ".lora_" not in n]
+    assert bool(clip_own) == (policy == "query_projection")
+    assert any(".lora_" in n for n in t.names) == (policy == "lora")
+    for name in t.names:
+        assert lr_of[id(params[name])] == pytest.approx(1e-3 * (0.1 if name in clip_own else 1.0)), name

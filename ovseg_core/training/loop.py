@@ -122,7 +122,8 @@ class Trainer:
         self.vocab = source.vocabulary
         self.dataset = TrainingSet(source, recipe.data, recipe.seed)
 
-        new = {n for n, _ in self.classifier.new_parameters()}
+        # New modules and LoRA matrices start from scratch: the full lr; CLIP's own tensors x 0.1.
+        new = {n for n, _ in self.classifier.new_parameters()} | {n for n in self.names if ".lora_" in n}
         self.optimizer = torch.optim.AdamW(param_groups(self.classifier, self.names, new, recipe.optim),
                                            lr=recipe.optim.lr, weight_decay=recipe.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
