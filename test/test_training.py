@@ -276,3 +276,32 @@ def test_new_modules_get_the_full_lr_and_clips_own_tensors_a_tenth(tmp_path, pol
     assert any(".lora_" in n for n in t.names) == (policy == "lora")
     for name in t.names:
         assert lr_of[id(params[name])] == pytest.approx(1e-3 * (0.1 if name in clip_own else 1.0)), name
+
+
+def test_a_mask_adapter_trains_as_the_out_of_vocabulary_half_of_an_ensemble(tmp_path):
+    """Mask-Adapter in place of FC-CLIP's mask pooling: the ensemble's second half trains,
+    its first (frozen MaskCLIP) does not, and the delta loads into the run's ensemble."""
+    recipe = dict(TINY, method="mask_adapter", model={
+        "classifier.trainable": "frozen", "classifier.sma_layers": [], "classifier.distribution_adapter_layers": 0,
+        "ensemble.classifier.type": "mask_adapter", "ensemble.classifier.trainable": "new_modules",
+        "ensemble.classifier.adapter_hidden": 32, "ensemble.alpha": 0.7, "ensemble.beta": 0.9, "device": "cpu"})
+    path = write_recipe(tmp_path, recipe, optim__max_iters=2, optim__lr=1e-2)
+    t = trainer(tmp_path, path)
+    assert t.trained is t.classifier.second and t.names and all(n.startswith("second.adapter.") for n in t.names)
+    first = {k: v.clone() for k, v in t.classifier.first.state_dict().items()}
+    t.fit()
+    assert all(torch.equal(first[k], v) for k, v in t.classifier.first.state_dict().items())
+    run = tmp_path / "runs" / "run"
+    batch = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    plain = build_segmenter(str(run / "preset.yaml"), device="cpu").predict(batch, "red circle; sky [stuff]")[1]
+    torch.manual_seed(0)
+    tuned = build_segmenter(str(run / "preset.yaml"), weights=str(run / "delta.safetensors"),
+                            device="cpu").predict(batch, "red circle; sky [stuff]")[1]
+    assert not torch.allclose(plain, tuned)
+
+
+def test_a_method_without_a_classifier_of_its_kind_is_refused(tmp_path):
+    path = write_recipe(tmp_path, TINY, method="mask_adapter")
+    with pytest.raises(ValueError, match="MaskAdapterClassifier"):
+        trainer(tmp_path, path)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..build import build_from_config
 from ..config import DATA_DIR
-from ..modeling.classifiers import GeometricEnsemble
+from ..modeling.classifiers import GeometricEnsemble, MaskAdapterClassifier, MaskAttentionClassifier
 from ..segmenter import resize_batch
 from ..structures import MaskProposals
 from .checkpoint import git_revision, load_checkpoint, save_checkpoint, write_yaml
@@ -83,6 +83,22 @@ def warmup_poly(warmup: int, max_iters: int, power: float) -> Callable[[int], fl
     return factor
 
 
+def trained_classifier(classifier: torch.nn.Module, method: str, where: str) -> torch.nn.Module:
+    """The classifier a method trains: the preset's own, or the half of a geometric
+    ensemble that is of the method's kind and has trainable parameters (SMART: usually
+    the first, in-vocabulary half; Mask-Adapter: either, e.g. the second half in place of
+    FC-CLIP's out-of-vocabulary mask pooling). Its loss sees that half alone."""
+    kind = MaskAdapterClassifier if method == "mask_adapter" else MaskAttentionClassifier
+    halves = [classifier.first, classifier.second] if isinstance(classifier, GeometricEnsemble) else [classifier]
+    chosen = [h for h in halves if isinstance(h, kind) and any(p.requires_grad for p in h.parameters())]
+    if len(chosen) != 1:
+        types = ", ".join(type(h).__name__ for h in halves)
+        raise ValueError(f"{where}: method {method} trains a {kind.__name__} with trainable parameters; the preset "
+                         f"has {types} ({len(chosen)} trainable of that kind). Set model: {{classifier.type: "
+                         f"{'mask_adapter' if method == 'mask_adapter' else 'mask_attention'}}} or the method")
+    return chosen[0]
+
+
 class Trainer:
     """One training run. ``validate(segmenter) -> {metric: value}`` runs on rank 0."""
 
@@ -108,14 +124,7 @@ class Trainer:
         if not self.names:
             raise ValueError(f"{where}: preset {recipe.preset!r} trains nothing (classifier.trainable: "
                              f"{cfg.classifier.trainable}); set model: {{classifier.trainable: query_projection}}")
-        # An ensemble's out-of-vocabulary half is frozen CLIP: training sees the first half.
-        self.trained = self.classifier.first if isinstance(self.classifier, GeometricEnsemble) else self.classifier
-        if recipe.method == "smart" and cfg.classifier.type != "mask_attention":
-            raise ValueError(f"{where}: method smart trains the mask_attention classifier, "
-                             f"not {cfg.classifier.type!r}; use method: mask_adapter or another preset")
-        if recipe.method == "mask_adapter" and cfg.classifier.type != "mask_adapter":
-            raise ValueError(f"{where}: method mask_adapter needs classifier.type mask_adapter; "
-                             f"set model: {{classifier.type: mask_adapter}}")
+        self.trained = trained_classifier(self.classifier, recipe.method, where)
         self.device = self.segmenter.device
 
         source = build_source(recipe.data, where)
@@ -123,7 +132,10 @@ class Trainer:
         self.dataset = TrainingSet(source, recipe.data, recipe.seed)
 
         # New modules and LoRA matrices start from scratch: the full lr; CLIP's own tensors x 0.1.
-        new = {n for n, _ in self.classifier.new_parameters()} | {n for n in self.names if ".lora_" in n}
+        halves = [("first.", self.classifier.first), ("second.", self.classifier.second)] \
+            if isinstance(self.classifier, GeometricEnsemble) else [("", self.classifier)]
+        new = {prefix + n for prefix, half in halves for n, _ in half.new_parameters()}
+        new |= {n for n in self.names if ".lora_" in n}
         self.optimizer = torch.optim.AdamW(param_groups(self.classifier, self.names, new, recipe.optim),
                                            lr=recipe.optim.lr, weight_decay=recipe.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
