@@ -28,14 +28,15 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
                        qos_profile_sensor_data)
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
-from std_msgs.msg import Header, String
+from std_msgs.msg import ColorRGBA, Header, String
 
-from ovseg.msg import (CameraStatus, PanopticResult, Segment, SemanticInfo, Status, Vocabulary,
+from ovseg.msg import (CameraStatus, LabelSpace, PanopticResult, Segment, SemanticInfo, Status, Vocabulary,
                        VocabularyClass)
 from ovseg.srv import SetVocabulary
 from ovseg_core.visualize import overlay
 from ovseg_core.vocabulary import Vocabulary as CoreVocabulary
 
+from .convert import LabelSpace as LabelSpaceFile
 from .convert import (OUTPUT_LAYOUTS, BadImage, MessageTypes, camera_name, camera_namespace,  # noqa: F401
                       header_stamp_ns,
                       output_topic, panoptic_message, rclpy_buffer, rgb_image, semantic_image, semantic_void,
@@ -75,6 +76,8 @@ PARAMETERS = {
     "embedding_cache_dir": ("~/.cache/ovseg/embeddings",
                             "folder of encoded vocabularies (keyed by model and text) shared by "
                             "restarts and other nodes; empty: keep them in memory only"),
+    "label_space": ("", "YAML file of fixed label ids (name -> id, color; unknown_id, void_id) for "
+                        "the semantic image, published latched on ~/label_space; empty: class indices"),
     "camera_info": (True, "subscribe to each camera's camera_info (beside its image topic) and "
                           "republish the latest with each result's stamp at ~/NAME/camera_info"),
     "stall_timeout": (5.0, "seconds a camera may have frames waiting without a result before "
@@ -156,6 +159,9 @@ class SegmentationNode(LifecycleNode):
         self._state = "unconfigured"
         self._vocab_pub = None
         self._vocab_entities: list = []
+        self._label_space: Optional[LabelSpaceFile] = None
+        self._label_space_pub = None
+        self._class_ids = None                   # vocabulary index -> label-space id
         # The encoder thread: one request in progress, at most one waiting (the newest).
         self._encoder: Optional[threading.Thread] = None
         self._encoder_cond = threading.Condition()
@@ -214,6 +220,8 @@ class SegmentationNode(LifecycleNode):
             cache_dir = self.param("embedding_cache_dir")
             self.segmenter.text_encoder.disk_cache = Path(cache_dir).expanduser() if cache_dir else None
             self.cameras = self._make_cameras()
+            path = self.param("label_space")
+            self._label_space = LabelSpaceFile.load(Path(path).expanduser()) if path else None
             vocab = CoreVocabulary.from_any(self.param("vocabulary"))
             _check_synonyms(vocab)
             started, source = time.monotonic(), self._source(vocab)
@@ -226,6 +234,13 @@ class SegmentationNode(LifecycleNode):
                              reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._vocab_pub = self.create_publisher(Vocabulary, "~/vocabulary", latched)
+        if self._label_space is not None:
+            space = self._label_space
+            self._label_space_pub = self.create_publisher(LabelSpace, "~/label_space", latched)
+            self._label_space_pub.publish(LabelSpace(
+                header=Header(stamp=self.get_clock().now().to_msg()), names=space.names, ids=space.ids,
+                colors=[ColorRGBA(r=r / 255, g=g / 255, b=b / 255, a=1.0) for r, g, b in space.colors],
+                unknown_id=space.unknown_id, void_id=space.void_id))
         self._vocab_entities = [
             self.create_subscription(String, "~/vocabulary_text", self._on_vocabulary_text, 10),
             self.create_subscription(Vocabulary, "~/vocabulary_request", self._on_vocabulary_msg, 10),
@@ -343,9 +358,11 @@ class SegmentationNode(LifecycleNode):
         for entity in self._vocab_entities:
             (self.destroy_service if hasattr(entity, "srv_type") else self.destroy_subscription)(entity)
         self._vocab_entities = []
-        if self._vocab_pub is not None:
-            self.destroy_publisher(self._vocab_pub)
-            self._vocab_pub = None
+        for pub in (self._vocab_pub, self._label_space_pub):
+            if pub is not None:
+                self.destroy_publisher(pub)
+        self._vocab_pub = self._label_space_pub = None
+        self._label_space = None
         with self._cond:
             for cam in self.cameras:
                 for pub in cam.publishers.values():
@@ -476,9 +493,10 @@ class SegmentationNode(LifecycleNode):
 
     def _activate_vocabulary(self, vocab: CoreVocabulary, how: str) -> int:
         """Swap (frames in flight finish with the old one) and announce it (latched)."""
+        class_ids = self._label_space.class_ids(vocab) if self._label_space is not None else None
         with self._vocab_lock:
             self._version += 1
-            self._vocabulary, version = vocab, self._version
+            self._vocabulary, version, self._class_ids = vocab, self._version, class_ids
         header = Header(stamp=self.get_clock().now().to_msg())
         self._vocab_pub.publish(vocabulary_message(vocab, version, header, TYPES))
         self.get_logger().info(f"vocabulary version {version}: {len(vocab)} classes, {how} "
@@ -573,7 +591,7 @@ class SegmentationNode(LifecycleNode):
             if not frames:
                 continue
             with self._vocab_lock:
-                vocab, version = self._vocabulary, self._version
+                vocab, version, class_ids = self._vocabulary, self._version, self._class_ids
             try:
                 results = self.segmenter([f[3] for f in frames], vocab, vocabulary_version=version)
             except Exception as e:  # e.g. CUDA out of memory on a huge frame: count, go on
@@ -582,7 +600,7 @@ class SegmentationNode(LifecycleNode):
                 continue
             for (cam, msg, received, image), result in zip(frames, results):
                 try:
-                    self._publish(cam, msg.header, image, result)
+                    self._publish(cam, msg.header, image, result, class_ids)
                 except Exception as e:  # e.g. the context shutting down mid-publish
                     self._fail(cam, f"publishing failed: {type(e).__name__}: {e}")
                     continue
@@ -594,16 +612,21 @@ class SegmentationNode(LifecycleNode):
                     cam.completions.append(done)
                     cam.latencies_ms.append((done - received) * 1000.0)
 
-    def _publish(self, cam: Camera, header, image: np.ndarray, result):
+    def _publish(self, cam: Camera, header, image: np.ndarray, result, class_ids=None):
         pubs = cam.publishers
         if "panoptic" in pubs:
             pubs["panoptic"].publish(panoptic_message(result, header, TYPES))
         if "semantic" in pubs:
-            pubs["semantic"].publish(semantic_image(result, header, TYPES))
+            space = self._label_space
+            if class_ids is not None and space is not None:
+                void, ids = space.void_id, [int(i) for i in class_ids]
+                pubs["semantic"].publish(semantic_image(result, header, TYPES, class_ids, void, space.wide))
+            else:
+                void, ids = semantic_void(len(result.class_names)), []
+                pubs["semantic"].publish(semantic_image(result, header, TYPES))
             pubs["semantic_info"].publish(SemanticInfo(
-                header=header, vocabulary_version=int(result.vocabulary_version or 0),
-                void_label=semantic_void(len(result.class_names)),
-                class_names=list(result.class_names)))
+                header=header, vocabulary_version=int(result.vocabulary_version or 0), void_label=void,
+                class_names=list(result.class_names), class_ids=ids))
         info = cam.camera_info
         if "camera_info" in pubs and info is not None:   # same stamp as the result, for projection
             info.header = header

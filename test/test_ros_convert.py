@@ -1,4 +1,6 @@
 """Message conversion at the ROS edges, with rosbags' message classes (no ROS 2 needed)."""
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -140,3 +142,20 @@ def test_vocabulary_round_trip_and_request_rules():
         vocabulary_from_request("car", msg.classes)
     with pytest.raises(ValueError, match="empty"):
         vocabulary_from_request("  ", [])
+
+
+def test_label_space_file_maps_classes_by_name_or_synonym_and_refuses_bad_files(tmp_path):
+    from ovseg_core.vocabulary import Vocabulary
+    from ovseg_ros.convert import LabelSpace
+    example = LabelSpace.load(Path(__file__).resolve().parent.parent / "config" / "label_space_example.yaml")
+    ids = example.class_ids(Vocabulary.parse("automobile, car; road [stuff]; dragon"))
+    assert ids.tolist() == [13, 1, example.unknown_id] and not example.wide
+    bad = tmp_path / "bad.yaml"
+    for text, words in [("labels: []", "unknown_id"),
+                        ("unknown_id: 0\nlabels: [{name: a, id: 1}, {name: A, id: 2}]", "unique"),
+                        ("unknown_id: 1\nlabels: [{name: a, id: 1}]", "unknown_id"),
+                        ("unknown_id: 0\nlabels: [{name: a, id: 70000}]", "0..65535"),
+                        ("unknown_id: 0\nlabels: [{name: a, id: 1, color: [1, 2]}]", "color")]:
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=words):
+            LabelSpace.load(bad)

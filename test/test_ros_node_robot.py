@@ -276,8 +276,17 @@ def test_help_prints_the_parameters_and_starts_nothing():
 def test_unconfigured_status_empty_camera_names_and_vocabulary_rules(tmp_path):
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState
-    node, probe = start(tmp_path, autostart=False, camera_names=[])
+    from ovseg.msg import LabelSpace, SemanticInfo
+    from ovseg_ros.convert import label_array
+    space = tmp_path / "labels.yaml"
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    space.write_text("unknown_id: 0\nvoid_id: 99\nlabels:\n  - {name: automobile, id: 13, color: [0, 0, 142]}\n"
+                     "  - {name: sky, id: 5, color: [70, 130, 180]}\n")
+    node, probe = start(tmp_path, autostart=False, camera_names=[], label_space=str(space),
+                        vocabulary="car, automobile; road [stuff]")
     try:
+        probe.subscribe(Image, "/ovseg/cam/semantic", RELIABLE)
+        probe.subscribe(SemanticInfo, "/ovseg/cam/semantic_info", RELIABLE)
         wait_state(probe, node, "unconfigured")
         client = probe.node.create_client(ChangeState, "/ovseg/change_state")
         assert client.wait_for_service(timeout_sec=30)
@@ -289,11 +298,20 @@ def test_unconfigured_status_empty_camera_names_and_vocabulary_rules(tmp_path):
         version = answered(probe, node, 5).vocabulary_version
         vocab = probe.node.create_client(SetVocabulary, "/ovseg/set_vocabulary")
         assert vocab.wait_for_service(timeout_sec=20)
-        same = call(probe, node, vocab, text="car; road [stuff]")       # the active one again
+        same = call(probe, node, vocab, text="car, automobile; road [stuff]")   # the active one again
         assert same.success and same.version == version, same.message
         clash = call(probe, node, vocab, text="car; person, car")       # a synonym naming another class
         assert not clash.success and "car" in clash.message and clash.version == version
         assert answered(probe, node, 6).vocabulary_version == version
+        # The label space: latched, and the semantic image holds its fixed ids.
+        latched = []
+        probe.node.create_subscription(LabelSpace, "/ovseg/label_space", latched.append, LATCHED)
+        probe.wait_for(lambda: latched, what="the latched label space", node=node)
+        assert list(latched[0].ids) == [13, 5] and latched[0].void_id == 99
+        probe.wait_for(lambda: len(probe.messages("/ovseg/cam/semantic_info")) >= 2, node=node,
+                       what="semantic_info")
+        assert list(probe.messages("/ovseg/cam/semantic_info")[-1].class_ids) == [13, 0]   # car by synonym
+        assert set(np.unique(label_array(probe.messages("/ovseg/cam/semantic")[-1]))) <= {13, 0, 99}
         assert node.alive()
     finally:
         probe.close()
