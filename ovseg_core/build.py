@@ -108,6 +108,8 @@ def build_from_config(cfg: PresetConfig, embedding_cache: Optional[EmbeddingCach
         classifier = GeometricEnsemble(classifier, second, cfg.ensemble.alpha, cfg.ensemble.beta)
         seen = list(cfg.ensemble.seen_classes)
     clip.visual = None  # the encoders own the visual tower now; the text tower stays here
+    if cfg.text.trainable:
+        classifier.text_tower = clip  # trained too: its tensors join the classifier's delta
     proposals = build_proposals(cfg)
     try:
         trainable = apply_trainable(classifier, cfg.classifier.trainable, clip, proposals,

@@ -74,6 +74,8 @@ class EnsembleConfig:
 @dataclass
 class TextConfig:
     chunk_size: int = 256
+    trainable: bool = False              # train the CLIP text tower too (the papers' ablation); its
+                                         # tensors then join the delta (under text_tower.)
     cache_size: int = 8
 
 

@@ -155,8 +155,8 @@ class Segmenter:
             return None
         return torch.tensor([n in self.seen_classes for n in vocab.names], device=self.device)
 
-    def _logits(self, batch_prop, batch_clip, vocabulary, proposals, classifier=None, **kwargs):
-        vocab, text = self.encode_vocabulary(vocabulary)
+    def _logits(self, batch_prop, batch_clip, vocabulary, proposals, classifier=None, text=None, **kwargs):
+        vocab, text = self.encode_vocabulary(vocabulary) if text is None else (Vocabulary.from_any(vocabulary), text)
         with self.autocast():
             if proposals is None:
                 proposals = self.proposals(batch_prop)
@@ -168,12 +168,13 @@ class Segmenter:
         return vocab, proposals, class_probabilities(logits, proposals.objectness, len(vocab))
 
     def logits(self, batch: torch.Tensor, vocabulary, proposals: Optional[MaskProposals] = None,
-               classifier: Optional[nn.Module] = None, **kwargs):
+               classifier: Optional[nn.Module] = None, text: Optional[ClassEmbeddings] = None, **kwargs):
         """What training differentiates: a [B, 3, H, W] batch in [0, 1] -> (proposals,
         the classifier's output). ``classifier`` replaces ours for this call (training
-        passes its DistributedDataParallel wrapper); ``kwargs`` go to the classifier."""
+        passes its DistributedDataParallel wrapper); ``text`` replaces the cached class
+        embeddings of ``vocabulary`` (text-tower training); ``kwargs`` go to the classifier."""
         _, proposals, out = self._logits(resize_batch(batch, self.proposal_size), resize_batch(batch, self.clip_size),
-                                         vocabulary, proposals, classifier, **kwargs)
+                                         vocabulary, proposals, classifier, text, **kwargs)
         return proposals, out
 
     def predict(self, batch: torch.Tensor, vocabulary, proposals: Optional[MaskProposals] = None):

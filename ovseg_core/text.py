@@ -2,6 +2,8 @@
 features -> class logits."""
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import os
 import threading
@@ -187,6 +189,12 @@ class TextEncoder:
             self.cache.put(key, hit)
         return hit
 
+    def encode_differentiable(self, vocabulary) -> ClassEmbeddings:
+        """The same embeddings with gradients into the text tower, never cached: for
+        training the text encoder too (the papers' ablation), where every step changes it."""
+        vocab = Vocabulary.from_any(vocabulary)
+        return self._encode(vocab, self.device, grad=True)
+
     def cached(self, vocabulary) -> bool:
         """Whether encode() would return without running the text tower."""
         vocab = Vocabulary.from_any(vocabulary)
@@ -227,7 +235,7 @@ class TextEncoder:
                           f"set another cache folder or none")
 
     def _encode(self, vocab: Vocabulary, device: torch.device,
-                progress: Optional[Callable[[int, int], None]] = None) -> ClassEmbeddings:
+                progress: Optional[Callable[[int, int], None]] = None, grad: bool = False) -> ClassEmbeddings:
         synonyms = [s for c in vocab.classes for s in c.synonyms]
         class_of = [k for k, c in enumerate(vocab.classes) for _ in c.synonyms]
         prompts = [t.format(s) for s in synonyms for t in self.templates]
@@ -235,7 +243,7 @@ class TextEncoder:
         sums = None
         # no_grad, not inference_mode: training uses these rows in autograd graphs,
         # which inference tensors cannot join. Only one chunk's activations live at once.
-        with torch.no_grad():
+        with contextlib.nullcontext() if grad else torch.no_grad():
             for start in tqdm(starts, desc="encoding vocabulary", unit="chunk", leave=False,
                               disable=len(starts) <= _PROGRESS_MIN_CHUNKS):
                 tokens = self.tokenizer(prompts[start:start + self.chunk_size]).to(device)
@@ -243,7 +251,7 @@ class TextEncoder:
                 if sums is None:
                     sums = feats.new_zeros(len(synonyms), feats.shape[-1])
                 rows = torch.arange(start, start + len(feats), device=device)
-                sums.index_add_(0, rows // len(self.templates), feats)
+                sums = sums.index_add(0, rows // len(self.templates), feats)
                 if progress is not None:
                     progress(min(start + self.chunk_size, len(prompts)), len(prompts))
         # Normalising the template sum gives the same direction as the template mean.

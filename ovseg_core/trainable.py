@@ -35,7 +35,9 @@ def apply_trainable(classifier: nn.Module, policy: str, *frozen_modules: nn.Modu
                     second_policy: str = "frozen") -> List[str]:
     """Sets requires_grad on ``classifier`` by ``policy`` and freezes ``frozen_modules``
     (the text tower, the proposal model). ``lora`` adds LoRA layers to the encoder (once;
-    call this before loading a delta). Returns the trainable parameter names."""
+    call this before loading a delta). A text tower attached as ``classifier.text_tower``
+    (preset ``text.trainable``) trains whole, but for CLIP's logit scale. Returns the
+    trainable parameter names."""
     check_policy(policy, lora_rank)
     if second_policy not in SECOND_POLICIES:
         raise ValueError(f"the out-of-vocabulary half of an ensemble is frozen CLIP: its trainable policy "
@@ -51,6 +53,10 @@ def apply_trainable(classifier: nn.Module, policy: str, *frozen_modules: nn.Modu
             add_lora(half.encoder, lora_rank)
         chosen.update((prefix + "encoder." + n, p) for n, p in half.encoder.named_parameters()
                       if _trains(n, half_policy))
+    text_tower = getattr(classifier, "text_tower", None)
+    if text_tower is not None:
+        chosen.update(("text_tower." + n, p) for n, p in text_tower.named_parameters()
+                      if n not in ("logit_scale", "logit_bias"))
     for p in chosen.values():
         p.requires_grad_(True)
     return sorted(chosen)
@@ -102,6 +108,7 @@ def add_lora(encoder: nn.Module, rank: int):
 # ---- what a policy trains, in groups (`ovseg params`, the trainer's start) ------------
 
 GROUPS = (  # (group, pattern on the classifier's parameter names), first match wins
+    ("CLIP text tower", r"^text_tower\."),
     ("LoRA (q, k, v, out_proj)", r"\.lora_[AB]\."),
     ("CLIP query projections (f_q)", r"\.attn\.q_proj\."),
     ("CLIP key projections", r"\.attn\.k_proj\."),

@@ -305,3 +305,23 @@ def test_a_method_without_a_classifier_of_its_kind_is_refused(tmp_path):
     path = write_recipe(tmp_path, TINY, method="mask_adapter")
     with pytest.raises(ValueError, match="MaskAdapterClassifier"):
         trainer(tmp_path, path)
+
+
+def test_the_text_tower_trains_when_the_preset_says_so_and_its_delta_moves_the_embeddings(tmp_path):
+    path = write_recipe(tmp_path, TINY, optim__max_iters=2, optim__lr=1e-2,
+                        model={"text.trainable": True, "classifier.learned_void": True, "device": "cpu"})
+    t = trainer(tmp_path, path)
+    text_names = [n for n in t.names if n.startswith("text_tower.")]
+    assert text_names and "text_tower.logit_scale" not in t.names
+    t.fit()
+    run = tmp_path / "runs" / "run"
+    assert set(text_names) <= set(load_file(run / "delta.safetensors"))
+    vocab = "red circle; sky [stuff]"
+    torch.manual_seed(0)
+    plain = build_segmenter(str(run / "preset.yaml"), device="cpu").text_encoder.encode(vocab).embeddings
+    torch.manual_seed(0)
+    tuned = build_segmenter(str(run / "preset.yaml"), weights=str(run / "delta.safetensors"),
+                            device="cpu").text_encoder.encode(vocab).embeddings
+    assert not torch.allclose(plain, tuned)
+    frozen = trainer(tmp_path, write_recipe(tmp_path, TINY), name="frozen_text")
+    assert not any(n.startswith("text_tower.") for n in frozen.names)

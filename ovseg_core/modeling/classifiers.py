@@ -82,7 +82,7 @@ class MaskClassifier(nn.Module):
     def new_parameters(self) -> Iterable[Tuple[str, nn.Parameter]]:
         """Parameters that are not CLIP's: always trained (SMART's new modules)."""
         for name, p in self.named_parameters():
-            if name == "void_embedding" or not name.startswith("encoder."):
+            if name == "void_embedding" or not name.startswith(("encoder.", "text_tower.")):
                 yield name, p
         for name, p in self.encoder.new_module_parameters():
             yield "encoder." + name, p

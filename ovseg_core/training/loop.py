@@ -65,7 +65,8 @@ def param_groups(module: torch.nn.Module, names: List[str], new: set, optim) -> 
     groups: Dict[tuple, List[torch.nn.Parameter]] = {}
     for name in names:
         p = params[name]
-        decay = p.ndim >= 2 and not name.endswith(("positional_embedding", "class_embedding", "void_embedding"))
+        decay = p.ndim >= 2 and not name.endswith(("positional_embedding", "class_embedding", "void_embedding",
+                                                   "token_embedding.weight"))
         lr = optim.lr if name in new else optim.lr * optim.clip_lr_multiplier
         groups.setdefault((lr, decay), []).append(p)
     return [{"params": ps, "lr": lr, "initial_lr": lr, "weight_decay": optim.weight_decay if decay else 0.0}
@@ -141,10 +142,13 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_poly(recipe.optim.warmup_iters, recipe.optim.max_iters, recipe.optim.poly_power))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.segmenter.amp_dtype == torch.float16)
+        # preset text.trainable: the text tower trains too, its embeddings recomputed every step
+        self.text_tower = getattr(self.classifier, "text_tower", None)
         self.model = self.trained
         if self.world > 1:
+            module = self.trained if self.text_tower is None else _WithTextTower(self.trained, self.text_tower)
             self.model = torch.nn.parallel.DistributedDataParallel(
-                self.trained, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False)
         self.step = 0
         if resume:
@@ -208,8 +212,8 @@ class Trainer:
         output for matched proposals against their segments."""
         rc, m = self.recipe, self.recipe.matcher
         proposals = self._proposals(images)
-        _, (logits, adapted) = self.segmenter.logits(images, self.vocab, proposals=proposals,
-                                                     classifier=self.model, return_adapted_masks=True)
+        _, (logits, adapted) = self.segmenter.logits(images, self.vocab, proposals=proposals, classifier=self.model,
+                                                     text=self._text(), return_adapted_masks=True)
         k = len(self.vocab)
         void = k if logits.shape[-1] == k + 1 else None
         b, q = logits.shape[:2]
@@ -272,7 +276,8 @@ class Trainer:
             masks[i, :len(c)], targets[i, :len(c)] = lg, c
         proposals = MaskProposals(masks=masks, objectness=(targets != IGNORE).float())
         _, (logits, embeddings) = self.segmenter.logits(images, self.vocab, proposals=proposals,
-                                                        classifier=self.model, return_embeddings=True)
+                                                        classifier=self.model, text=self._text(),
+                                                        return_embeddings=True)
         ce, ce_count = classification_sums(logits[..., :len(self.vocab)], targets, None, 1.0)
         out = {"ce": (ce, ce_count)}
         if mixed:
@@ -285,6 +290,10 @@ class Trainer:
                 cons = embeddings.sum() * 0.0
             out["consistency"] = (cons, torch.tensor(float(num), device=self.device))
         return out
+
+    def _text(self):
+        """Class embeddings with gradients when the text tower trains (None: the cached ones)."""
+        return None if self.text_tower is None else self.segmenter.text_encoder.encode_differentiable(self.vocab)
 
     def _generator(self, batch: dict, i: int) -> torch.Generator:
         """Random choices of the matcher, fixed by the sample's global position."""
@@ -335,6 +344,8 @@ class Trainer:
         metrics = None
         if self.is_main:
             self.classifier.eval()
+            if self.text_tower is not None:
+                self.segmenter.text_encoder.cache.clear()  # embeddings of the tower as it is now
             metrics = self.validate(self.segmenter)
             self.trained.train()
             with open(self.run_dir / "validation.jsonl", "a") as f:
@@ -414,6 +425,18 @@ class Trainer:
                 w.writerow({"step": self.step, **{k: (f"{v:.6g}" if isinstance(v, float) else v)
                                                   for k, v in report.items()}})
         return write
+
+
+class _WithTextTower(torch.nn.Module):
+    """The trained classifier and the text tower as one module for DistributedDataParallel
+    (so both are synchronised); forward is the classifier's."""
+
+    def __init__(self, classifier, text_tower):
+        super().__init__()
+        self.classifier, self.text_tower = classifier, text_tower
+
+    def forward(self, *args, **kwargs):
+        return self.classifier(*args, **kwargs)
 
 
 class _NullWriter:
