@@ -10,6 +10,7 @@ decodes, segments them in one batched forward and publishes.
 from __future__ import annotations
 
 import collections
+import os
 import sys
 import threading
 import time
@@ -82,6 +83,8 @@ PARAMETERS = {
                           "republish the latest with each result's stamp at ~/NAME/camera_info"),
     "stall_timeout": (5.0, "seconds a camera may have frames waiting without a result before "
                            "/diagnostics warns"),
+    "encoder_niceness": (10, "added to the vocabulary encoder thread's nice value (Linux; its torch "
+                             "threads inherit it) so frames win the CPU while it encodes; 0: equal"),
     "status_period": (1.0, "seconds between ~/status messages"),
     "autostart": (True, "configure and activate at start (no lifecycle manager needed)"),
 }
@@ -449,6 +452,13 @@ class SegmentationNode(LifecycleNode):
         return answer[0][:2]
 
     def _encode_loop(self):
+        niceness = int(self.param("encoder_niceness"))
+        if niceness > 0 and hasattr(os, "setpriority"):   # per thread on Linux, before torch's threads
+            tid = threading.get_native_id()
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
+            except OSError as e:
+                self.get_logger().warning(f"could not lower the encoder thread's priority: {e}")
         while True:
             with self._encoder_cond:
                 while self._encoder_running and self._next_request is None:
