@@ -93,6 +93,12 @@ def run(out: Path, preset: str, frames: int, rate: float, vocabularies, source,
     try:
         probe.wait_for(lambda: any(m.state == "active" for m in probe.messages("/ovseg/status")),
                        timeout=300, what="the node to become active", node=node)
+        # Status flows in every state, so "active" can arrive before the cameras and outputs
+        # are matched: wait for them, or a first frame may be lost.
+        probe.wait_for(lambda: all(p.get_subscription_count() > 0 for p in pubs)
+                       and all(probe.node.count_publishers(t) > 0 for t in outputs), timeout=60,
+                       what="the node's camera subscriptions and outputs", node=node)
+        time.sleep(0.5)   # the node's side of the same matches (overlays go to subscribers only)
         sent: Dict[int, float] = {}
         for i in tqdm(range(frames), desc="playing camera stream", unit="frame"):
             if i == frames // 2:

@@ -275,7 +275,7 @@ def local_node():
     node = SegmentationNode(context=context, parameter_overrides=[
         Parameter("device", value="cpu"), Parameter("input_size", value=64),
         Parameter("cameras", value=["/a/image_raw", "/b/image_raw"]),
-        Parameter("vocabulary", value="car; road [stuff]")])
+        Parameter("vocabulary", value="car; road [stuff]"), Parameter("embedding_cache_dir", value="")])
     node.trigger_configure()
     yield node
     node._stop_worker()

@@ -176,12 +176,13 @@ def test_every_lifecycle_path_leaves_exactly_the_entities_of_its_target_state(tm
     from lifecycle_msgs.srv import ChangeState
     node, probe = start(tmp_path, autostart=False)
     try:
+        wait_state(probe, node, "unconfigured")
         client = probe.node.create_client(ChangeState, "/ovseg/change_state")
         assert client.wait_for_service(timeout_sec=60)
 
         def change(transition, state):
             future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
-            probe.wait_for(future.done, timeout=120, what="the transition", node=node)
+            probe.wait_for(future.done, timeout=300, what="the transition", node=node)
             assert future.result().success, state
             _expect(probe, node, base, state)
 
