@@ -51,7 +51,7 @@ def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dt
 
 
 def build_classifier(cfg: ClassifierConfig, clip: nn.Module, visual: nn.Module, clip_size,
-                     preset: str) -> nn.Module:
+                     preset: str, resize: str = "square") -> nn.Module:
     """``visual`` becomes the classifier's encoder (its modules are taken, not copied)."""
     if cfg.type not in CLASSIFIERS:
         raise ValueError(f"preset {preset!r}: unknown classifier type {cfg.type!r}; "
@@ -69,7 +69,8 @@ def build_classifier(cfg: ClassifierConfig, clip: nn.Module, visual: nn.Module, 
     encoder = MaskCLIPEncoder(visual, text_dim=text_dim, sma_layers=cfg.sma_layers,
                               sma_residual=cfg.sma_residual,
                               distribution_adapter_layers=cfg.distribution_adapter_layers)
-    kwargs: Dict[str, Any] = dict(logit_scale=float(clip.logit_scale.detach().exp()), learned_void=cfg.learned_void)
+    kwargs: Dict[str, Any] = dict(logit_scale=float(clip.logit_scale.detach().exp()), learned_void=cfg.learned_void,
+                                  resize=resize)
     if cfg.type == "mask_crop":
         # Crops go through CLIP at its native (pre-training) size.
         return MaskCropClassifier(encoder, input_size=encoder.native_grid[0] * encoder.patch_size,
@@ -101,10 +102,11 @@ def build_from_config(cfg: PresetConfig, embedding_cache: Optional[EmbeddingCach
     clip = create_clip(cfg.clip.model, resolve_path(cfg.clip.pretrained), cfg.name)
     # The second half of an ensemble gets its own copy so the two never share parameters.
     second_visual = copy.deepcopy(clip.visual) if cfg.ensemble is not None else None
-    classifier = build_classifier(cfg.classifier, clip, clip.visual, clip_size, cfg.name)
+    classifier = build_classifier(cfg.classifier, clip, clip.visual, clip_size, cfg.name, cfg.clip.resize)
     seen: List[str] = []
     if cfg.ensemble is not None:
-        second = build_classifier(cfg.ensemble.classifier, clip, second_visual, clip_size, cfg.name)
+        second = build_classifier(cfg.ensemble.classifier, clip, second_visual, clip_size, cfg.name,
+                                  cfg.clip.resize)
         classifier = GeometricEnsemble(classifier, second, cfg.ensemble.alpha, cfg.ensemble.beta)
         seen = list(cfg.ensemble.seen_classes)
     clip.visual = None  # the encoders own the visual tower now; the text tower stays here
@@ -128,7 +130,8 @@ def build_from_config(cfg: PresetConfig, embedding_cache: Optional[EmbeddingCach
                           proposal_size=size_pair(cfg.proposals.input_size), clip_size=clip_size,
                           inference=cfg.inference, device=device,
                           amp_dtype=resolve_precision(cfg.precision, device), seen_classes=seen,
-                          name=cfg.name, config=cfg, trainable=trainable)
+                          name=cfg.name, config=cfg, trainable=trainable,
+                          proposal_resize=cfg.proposals.resize, clip_resize=cfg.clip.resize)
     return segmenter
 
 

@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import yaml
 
+from .resize import RESIZE_MODES
+
 
 def _config_dir() -> Path:
     """The repository's config/ (source checkouts, editable installs), else the copy a
@@ -40,6 +42,8 @@ class ClipConfig:
     model: str = "ViT-B-16"              # open_clip model name; ours live in config/clip/*.json
     pretrained: Optional[str] = None     # open_clip tag (needs a network or its cache) or a local file
     input_size: Union[int, List[int]] = 896  # classifier input (pos. embeddings interpolated)
+    resize: str = "longest_side"         # longest_side: fit inside input_size, keep the aspect ratio;
+                                         # square: squash to input_size (the old behaviour)
 
 
 @dataclass
@@ -47,6 +51,7 @@ class ProposalConfig:
     model: Optional[str] = "tiny"        # Mask2Former architecture name (random weights) ...
     pretrained: Optional[str] = None     # ... or a save_pretrained directory / hub id
     input_size: Union[int, List[int]] = 640
+    resize: str = "longest_side"         # as clip.resize, for the mask generator
 
 
 @dataclass
@@ -177,7 +182,13 @@ def load_preset(name_or_path: str, overrides: Optional[Dict[str, Any]] = None) -
             if not isinstance(node, dict):
                 raise ValueError(f"override {dotted!r}: {p!r} is not a section")
         node[leaf] = value
-    return _build(PresetConfig, data, str(path))
+    cfg = _build(PresetConfig, data, str(path))
+    for section in ("clip", "proposals"):
+        mode = getattr(cfg, section).resize
+        if mode not in RESIZE_MODES:
+            raise ValueError(f"{path}: {section}.resize is {mode!r}; choose one of {', '.join(RESIZE_MODES)} "
+                             f"(longest_side keeps the aspect ratio, square squashes to input_size)")
+    return cfg
 
 
 def size_pair(size: Union[int, List[int]]) -> Tuple[int, int]:

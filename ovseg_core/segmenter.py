@@ -6,15 +6,16 @@ probabilities -> panoptic merge + semantic map -> PanopticResult, for a batch at
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import InferenceConfig, PresetConfig
 from .postprocess import panoptic_merge, semantic_map
+from .resize import batch_for_stage, check_resize_mode, crop_resize, move_masks, resize_image, valid_fractions
 from .structures import MaskProposals, PanopticResult
 from .text import ClassEmbeddings, TextEncoder
 from .vocabulary import Vocabulary
@@ -87,10 +88,30 @@ def class_probabilities(logits: torch.Tensor, objectness: torch.Tensor, num_clas
     return torch.cat([probs, (1 - probs.sum(-1, keepdim=True)).clamp_min(0)], dim=-1)
 
 
-def resize_batch(batch: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    if tuple(batch.shape[-2:]) == tuple(size):
-        return batch
-    return F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
+resize_batch = resize_image   # a [B, 3, H, W] batch squashed to a size (training's square crops)
+
+
+@dataclass
+class Layout:
+    """A batch laid out for both stages: each stage's [B, 3, H, W] batch, each image's
+    (h, w) at its top-left, and the fraction of the batch that image fills (the rest is
+    padding)."""
+    proposal_batch: torch.Tensor
+    proposal_sizes: List[Tuple[int, int]]
+    clip_batch: torch.Tensor
+    clip_sizes: List[Tuple[int, int]]
+
+    @property
+    def proposal_valid(self):
+        return valid_fractions(self.proposal_sizes, self.proposal_batch.shape[-2:])
+
+    @property
+    def clip_valid(self):
+        return valid_fractions(self.clip_sizes, self.clip_batch.shape[-2:])
+
+    @property
+    def clip_padded(self) -> bool:
+        return any(tuple(s) != tuple(self.clip_batch.shape[-2:]) for s in self.clip_sizes)
 
 
 def _check_one_vocabulary(vocabulary, images) -> None:
@@ -112,18 +133,25 @@ class Segmenter:
 
     ``proposals`` maps [B, 3, H, W] images in [0, 1] to :class:`MaskProposals`;
     ``classifier`` is a mask classifier from ``ovseg_core.modeling.classifiers``.
+    ``proposal_resize`` / ``clip_resize``: ``longest_side`` (the presets' default) fits
+    each image inside the stage's size keeping its aspect ratio and pads a batch of
+    several sizes; ``square`` squashes it to that size (the classifier's own ``resize``
+    must agree, as ``build_segmenter`` makes it).
     """
 
     def __init__(self, proposals: nn.Module, classifier: nn.Module, text_encoder: TextEncoder,
                  proposal_size: Tuple[int, int], clip_size: Tuple[int, int],
                  inference: Optional[InferenceConfig] = None, device: Union[str, torch.device] = "cpu",
                  amp_dtype: Optional[torch.dtype] = None, seen_classes: Sequence[str] = (),
-                 name: str = "custom", config: Optional[PresetConfig] = None, trainable: Sequence[str] = ()):
+                 name: str = "custom", config: Optional[PresetConfig] = None, trainable: Sequence[str] = (),
+                 proposal_resize: str = "square", clip_resize: str = "square"):
         self.proposals = proposals
         self.classifier = classifier
         self.text_encoder = text_encoder
         self.proposal_size = tuple(proposal_size)
         self.clip_size = tuple(clip_size)
+        self.proposal_resize = check_resize_mode(proposal_resize, "proposals.resize")
+        self.clip_resize = check_resize_mode(clip_resize, "clip.resize")
         self.inference = inference or InferenceConfig()
         self.device = torch.device(device)
         self.amp_dtype = amp_dtype
@@ -155,35 +183,65 @@ class Segmenter:
             return None
         return torch.tensor([n in self.seen_classes for n in vocab.names], device=self.device)
 
-    def _logits(self, batch_prop, batch_clip, vocabulary, proposals, classifier=None, text=None, **kwargs):
+    def _clip_multiple(self) -> int:
+        """CLIP's patch size: a padded CLIP batch is rounded up to it, so no content is
+        dropped by the patch grid."""
+        classifier = getattr(self.classifier, "inner", self.classifier)       # evaluate.py's recorder
+        classifier = getattr(classifier, "first", classifier)                  # an ensemble's halves share it
+        encoder = getattr(classifier, "encoder", None)
+        return int(getattr(encoder, "patch_size", 1))
+
+    def layout(self, images: Union[torch.Tensor, Sequence[torch.Tensor]]) -> Layout:
+        """[3, h, w] images in [0, 1] (a list of any sizes, or a [B, 3, H, W] batch) -> both
+        stages' batches. Padding is each model's mean colour (0 after its normalisation),
+        as Mask2Former pads."""
+        prop_mean = getattr(self.proposals, "pixel_mean", None)
+        prop, prop_sizes = batch_for_stage(images, self.proposal_size, self.proposal_resize,
+                                           pad_value=None if prop_mean is None else prop_mean.flatten())
+        clip, clip_sizes = batch_for_stage(images, self.clip_size, self.clip_resize, self._clip_multiple())
+        return Layout(prop, prop_sizes, clip, clip_sizes)
+
+    def _logits(self, layout: Layout, vocabulary, proposals, classifier=None, text=None, **kwargs):
+        """-> (vocabulary, proposals in their own frame, their valid fractions, the classifier's output).
+
+        Proposals from the mask generator cover its (padded) batch; given ones cover each
+        image whole. Either way they are moved onto CLIP's frame, off on its padding."""
         vocab, text = self.encode_vocabulary(vocabulary) if text is None else (Vocabulary.from_any(vocabulary), text)
         with self.autocast():
             if proposals is None:
-                proposals = self.proposals(batch_prop)
-            out = (classifier or self.classifier)(batch_clip, proposals, text, self.seen_mask(vocab), **kwargs)
-        return vocab, proposals, out
+                proposals = self.proposals(layout.proposal_batch)
+                valid = layout.proposal_valid
+            else:
+                valid = [(1.0, 1.0)] * len(layout.clip_sizes)
+            moved = move_masks(proposals.masks, valid, layout.clip_valid)
+            for_clip = proposals if moved is proposals.masks else MaskProposals(moved, proposals.objectness)
+            if layout.clip_padded:
+                kwargs["image_sizes"] = layout.clip_sizes
+            out = (classifier or self.classifier)(layout.clip_batch, for_clip, text, self.seen_mask(vocab), **kwargs)
+        return vocab, proposals, valid, out
 
-    def _classify(self, batch_prop, batch_clip, vocabulary, proposals):
-        vocab, proposals, logits = self._logits(batch_prop, batch_clip, vocabulary, proposals)
-        return vocab, proposals, class_probabilities(logits, proposals.objectness, len(vocab))
+    def _batch_layout(self, batch: torch.Tensor) -> Layout:
+        if batch.dim() != 4:
+            raise ValueError(f"want a [B, 3, H, W] batch in [0, 1], got shape {tuple(batch.shape)}")
+        return self.layout(batch)
 
     def logits(self, batch: torch.Tensor, vocabulary, proposals: Optional[MaskProposals] = None,
                classifier: Optional[nn.Module] = None, text: Optional[ClassEmbeddings] = None, **kwargs):
         """What training differentiates: a [B, 3, H, W] batch in [0, 1] -> (proposals,
         the classifier's output). ``classifier`` replaces ours for this call (training
         passes its DistributedDataParallel wrapper); ``text`` replaces the cached class
-        embeddings of ``vocabulary`` (text-tower training); ``kwargs`` go to the classifier."""
-        _, proposals, out = self._logits(resize_batch(batch, self.proposal_size), resize_batch(batch, self.clip_size),
-                                         vocabulary, proposals, classifier, text, **kwargs)
+        embeddings of ``vocabulary`` (text-tower training); ``kwargs`` go to the classifier.
+        Given ``proposals`` cover each image whole (as the ground truth does)."""
+        _, proposals, _, out = self._logits(self._batch_layout(batch), vocabulary, proposals, classifier, text,
+                                            **kwargs)
         return proposals, out
 
     def predict(self, batch: torch.Tensor, vocabulary, proposals: Optional[MaskProposals] = None):
         """The differentiable core on a [B, 3, H, W] batch in [0, 1]: returns the
         proposals and the [B, Q, K + 1] class probabilities (last column void).
         Pass ``proposals`` to classify given masks (e.g. ground truth)."""
-        _, proposals, probs = self._classify(resize_batch(batch, self.proposal_size),
-                                             resize_batch(batch, self.clip_size), vocabulary, proposals)
-        return proposals, probs
+        vocab, proposals, _, logits = self._logits(self._batch_layout(batch), vocabulary, proposals)
+        return proposals, class_probabilities(logits, proposals.objectness, len(vocab))
 
     @torch.no_grad()
     def __call__(self, images: Union[ImageLike, Sequence[ImageLike]], vocabulary,
@@ -201,15 +259,15 @@ class Segmenter:
             return []
         tensors = [image_to_tensor(im, self.device) for im in images]
         # Each image is resized straight to the model sizes (no second resampling).
-        batch_prop = torch.cat([resize_batch(t[None], self.proposal_size) for t in tensors])
-        batch_clip = torch.cat([resize_batch(t[None], self.clip_size) for t in tensors])
-        vocab, proposals, probs = self._classify(batch_prop, batch_clip, vocabulary, proposals)
-        results = [self._postprocess(p, m, t.shape[-2:], vocab, vocabulary_version)
-                   for p, m, t in zip(probs, proposals.masks, tensors)]
+        vocab, proposals, valid, logits = self._logits(self.layout(tensors), vocabulary, proposals)
+        probs = class_probabilities(logits, proposals.objectness, len(vocab))
+        results = [self._postprocess(p, m, v, t.shape[-2:], vocab, vocabulary_version)
+                   for p, m, v, t in zip(probs, proposals.masks, valid, tensors)]
         return results[0] if single else results
 
-    def _postprocess(self, probs, masks, size, vocab: Vocabulary, version) -> PanopticResult:
-        masks = F.interpolate(masks[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
+    def _postprocess(self, probs, masks, valid, size, vocab: Vocabulary, version) -> PanopticResult:
+        # Cropped to the image first: padding never becomes part of a segment.
+        masks = crop_resize(masks, valid, size)
         segment_map, segments = panoptic_merge(
             probs, masks, vocab.names, vocab.is_thing,
             object_mask_threshold=self.inference.object_mask_threshold,

@@ -33,7 +33,9 @@ def test_result_has_input_resolution_and_consistent_segments(segmenter):
 
 
 def test_batch_equals_one_by_one(segmenter):
-    images = [image(96, 128, 1), image(64, 80, 2)]
+    """Cameras of one size need no padding, so a batch is the images one by one (cameras
+    of several sizes: each is its padded frame, test_aspect.py)."""
+    images = [image(96, 128, 1), image(96, 128, 2)]
     vocab = "car; road [stuff]"
     batched = segmenter(images, vocab)
     for im, got in zip(images, batched):

@@ -22,6 +22,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
 from ..config import size_pair
+from ..resize import check_resize_mode, fitted_size, resize_image
 from ..structures import MaskProposals
 from ..text import ClassEmbeddings
 from .clip_encoder import MaskCLIPEncoder
@@ -34,44 +35,77 @@ class MaskClassifier(nn.Module):
     """Shared plumbing: CLIP preprocessing, text matching, an optional learned void."""
 
     def __init__(self, encoder: MaskCLIPEncoder, logit_scale: float, input_size: Size,
-                 learned_void: bool = False):
+                 learned_void: bool = False, resize: str = "square"):
         super().__init__()
         self.encoder = encoder
         # FC-CLIP clamps exp(logit_scale) at 100, as CLIP's training did.
         self.logit_scale = float(min(logit_scale, 100.0))
         self.input_size = size_pair(input_size)
+        # square: images are squashed to input_size; longest_side: they fit inside it, and
+        # the position embeddings of the input_size frame are cut to the image's grid.
+        self.resize = check_resize_mode(resize, "the classifier's resize")
         self.register_buffer("mean", torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1), persistent=False)
         self.void_embedding = nn.Parameter(torch.randn(encoder.output_dim) * 0.02) if learned_void else None
 
-    def normalize(self, images: torch.Tensor, size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        """[B, 3, H, W] RGB in [0, 1] -> resized (bilinear) and CLIP-normalised."""
-        size = size or self.input_size
-        if tuple(images.shape[-2:]) != tuple(size):
-            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
-        return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+    @property
+    def frame(self) -> Optional[Tuple[int, int]]:
+        """The input size CLIP's position embeddings are laid out on (longest_side only)."""
+        return self.input_size if self.resize == "longest_side" else None
+
+    def input_shape(self, images: torch.Tensor, image_sizes=None) -> Tuple[int, int]:
+        """The size of the batch CLIP sees: as given for a padded batch (``image_sizes``),
+        else the classifier's resizing of ``images``."""
+        if image_sizes is not None:
+            return tuple(images.shape[-2:])
+        return fitted_size(images.shape[-2:], self.input_size, self.resize)
+
+    def normalize(self, images: torch.Tensor, image_sizes=None) -> torch.Tensor:
+        """[B, 3, H, W] RGB in [0, 1] -> resized (bilinear) and CLIP-normalised. A batch
+        the segmenter has padded (``image_sizes``: each image's (h, w) at its top-left) is
+        not resized; its padding becomes 0 (the mean colour), as Mask2Former pads."""
+        images = resize_image(images, self.input_shape(images, image_sizes))
+        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        if image_sizes is not None:
+            h, w = x.shape[-2:]
+            limits = torch.tensor(image_sizes, device=x.device)
+            rows = torch.arange(h, device=x.device)[None, :, None] < limits[:, 0, None, None]
+            cols = torch.arange(w, device=x.device)[None, None, :] < limits[:, 1, None, None]
+            x = x * (rows & cols)[:, None].to(x.dtype)
+        return x
+
+    def clip(self, images: torch.Tensor, masks=None, text=None, adapted=None, image_sizes=None):
+        """The encoder on ``images`` in [0, 1], laid out as this classifier serves them."""
+        return self.encoder(self.normalize(images, image_sizes), masks, text, adapted,
+                            image_sizes=image_sizes, frame=self.frame)
 
     def embed(self, images: torch.Tensor, proposals: MaskProposals,
-              text: ClassEmbeddings) -> torch.Tensor:
+              text: ClassEmbeddings, image_sizes=None) -> torch.Tensor:
         """-> [B, Q, E] mask embeddings in CLIP's joint space."""
         raise NotImplementedError
 
-    def adapted_masks(self, proposals: MaskProposals) -> Optional[torch.Tensor]:
-        """The Distribution Adapter's output logits [B, Q, h', w'] (None without one)."""
+    def adapted_masks(self, proposals: MaskProposals, image_size: Optional[Tuple[int, int]] = None
+                      ) -> Optional[torch.Tensor]:
+        """The Distribution Adapter's output logits [B, Q, h', w'] for CLIP input of
+        ``image_size`` (default: the input size); None without an adapter."""
         return None
 
     def forward(self, images: torch.Tensor, proposals: MaskProposals, text: ClassEmbeddings,
                 seen: Optional[torch.Tensor] = None, return_embeddings: bool = False,
-                return_adapted_masks: bool = False):
+                return_adapted_masks: bool = False, image_sizes=None):
         """-> logits [B, Q, K(+1)]; with ``return_embeddings`` also the normalised mask
         embeddings [B, Q, E] they were computed from (Mask-Adapter's consistency loss), with
         ``return_adapted_masks`` also :meth:`adapted_masks` (the adapter's Dice/BCE loss), in
         that order. Everything a training loss needs comes out of forward, so the
-        classifier can be wrapped in DistributedDataParallel."""
-        adapted = self.adapted_masks(proposals) if return_adapted_masks else None
+        classifier can be wrapped in DistributedDataParallel. ``image_sizes``: the batch
+        is padded (the segmenter's aspect-preserving layout), image i filling its top-left
+        (h, w); the masks must already be off on the padding."""
+        adapted = self.adapted_masks(proposals, self.input_shape(images, image_sizes)) \
+            if return_adapted_masks else None
         # The adapter's output, once computed for the loss, also makes the attention bias.
-        features = F.normalize((self.embed(images, proposals, text) if adapted is None
-                                else self.embed(images, proposals, text, adapted=adapted)).float(), dim=-1)
+        extra = {} if adapted is None else {"adapted": adapted}
+        features = F.normalize(self.embed(images, proposals, text, image_sizes=image_sizes, **extra).float(),
+                               dim=-1)
         logits = text.logits(features, self.logit_scale)
         if self.void_embedding is not None:
             void = features @ F.normalize(self.void_embedding.float(), dim=0)
@@ -89,12 +123,11 @@ class MaskClassifier(nn.Module):
 
 
 class MaskAttentionClassifier(MaskClassifier):
-    def embed(self, images, proposals, text, adapted=None):
-        out = self.encoder(self.normalize(images), proposals.masks, text.embeddings, adapted)
-        return out["masks"]
+    def embed(self, images, proposals, text, image_sizes=None, adapted=None):
+        return self.clip(images, proposals.masks, text.embeddings, adapted, image_sizes)["masks"]
 
-    def adapted_masks(self, proposals):
-        return self.encoder.adapted_masks(proposals.masks, self.input_size)
+    def adapted_masks(self, proposals, image_size=None):
+        return self.encoder.adapted_masks(proposals.masks, image_size or self.input_size)
 
 
 class MaskPoolingClassifier(MaskClassifier):
@@ -103,10 +136,13 @@ class MaskPoolingClassifier(MaskClassifier):
     (last-block patch tokens); the average then goes through CLIP's head (ln_post, proj).
     An empty mask pools nothing (zero features)."""
 
-    def embed(self, images, proposals, text):
-        tokens = self.encoder(self.normalize(images))["tokens"]  # [B, gh, gw, width]
+    def embed(self, images, proposals, text, image_sizes=None):
+        tokens = self.clip(images, image_sizes=image_sizes)["tokens"]  # [B, gh, gw, width]
         inside = F.interpolate(proposals.masks.float(), size=tokens.shape[1:3], mode="bilinear",
                                align_corners=False) > 0
+        content = self.encoder.content_patches(self.input_shape(images, image_sizes), image_sizes)
+        if content is not None:     # padding is never pooled
+            inside = inside & content[:, None]
         inside = inside.to(tokens.dtype)
         pooled = torch.einsum("bqhw,bhwc->bqc", inside, tokens)
         pooled = pooled / inside.flatten(2).sum(-1, keepdim=True).clamp_min(1)
@@ -124,10 +160,14 @@ class MaskCropClassifier(MaskClassifier):
         super().__init__(*args, **kwargs)
         self.chunk = chunk
 
-    def crops(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """image [3, H, W] in [0, 1], masks [Q, h, w] logits -> [Q, 3, s, s] masked crops."""
-        h, w = image.shape[-2:]
-        inside = F.interpolate(masks[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0] > 0
+    def crops(self, image: torch.Tensor, masks: torch.Tensor, size: Optional[Tuple[int, int]] = None
+              ) -> torch.Tensor:
+        """image [3, H, W] in [0, 1], masks [Q, h, w] logits -> [Q, 3, s, s] masked crops.
+        ``size``: the image's (h, w) at the top-left of a padded ``image`` (an empty mask
+        then crops the image, not the padding)."""
+        inside = F.interpolate(masks[None].float(), size=image.shape[-2:], mode="bilinear",
+                               align_corners=False)[0] > 0
+        h, w = size or image.shape[-2:]
         background = self.mean.view(3, 1, 1).to(image.dtype)  # blanks to the mean colour: 0 after normalising
         out = []
         for m in inside:
@@ -140,10 +180,10 @@ class MaskCropClassifier(MaskClassifier):
             out.append(F.interpolate(crop[None], size=self.input_size, mode="bilinear", align_corners=False))
         return torch.cat(out) if out else image.new_zeros(0, 3, *self.input_size)
 
-    def embed(self, images, proposals, text):
+    def embed(self, images, proposals, text, image_sizes=None):
         embeddings = []
-        for image, masks in zip(images, proposals.masks):
-            crops = self.normalize(self.crops(image, masks))
+        for i, (image, masks) in enumerate(zip(images, proposals.masks)):
+            crops = self.normalize(self.crops(image, masks, image_sizes[i] if image_sizes is not None else None))
             embeddings.append(torch.cat([self.encoder(c)["image"] for c in crops.split(self.chunk)])
                               if len(crops) else crops.new_zeros(0, self.encoder.output_dim))
         return torch.stack(embeddings)
@@ -154,8 +194,8 @@ class MaskAdapterClassifier(MaskClassifier):
         super().__init__(encoder, *args, **kwargs)
         self.adapter = MaskAdapterHead(encoder.width, hidden=hidden, num_maps=num_maps)
 
-    def embed(self, images, proposals, text):
-        tokens = self.encoder(self.normalize(images))["tokens"]
+    def embed(self, images, proposals, text, image_sizes=None):
+        tokens = self.clip(images, image_sizes=image_sizes)["tokens"]
         return self.encoder.head(self.adapter(tokens, proposals.masks))
 
 
@@ -178,10 +218,11 @@ class GeometricEnsemble(nn.Module):
         self.first, self.second = first, second
         self.alpha, self.beta = alpha, beta
 
-    def forward(self, images, proposals, text: ClassEmbeddings, seen: Optional[torch.Tensor] = None):
+    def forward(self, images, proposals, text: ClassEmbeddings, seen: Optional[torch.Tensor] = None,
+                image_sizes=None):
         k = text.num_classes
-        first = self.first(images, proposals, text, seen).float()
-        second = self.second(images, proposals, text, seen).float()
+        first = self.first(images, proposals, text, seen, image_sizes=image_sizes).float()
+        second = self.second(images, proposals, text, seen, image_sizes=image_sizes).float()
         w = torch.full((k,), self.beta, device=first.device)
         if seen is not None:
             w = torch.where(seen.to(w.device), torch.full_like(w, self.alpha), w)

@@ -214,6 +214,45 @@ class MaskCLIPEncoder(nn.Module):
             self._pos_cache = {key: resized}
         return resized
 
+    def frame_position_embedding(self, grid: Tuple[int, int],
+                                 frame: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """Position embeddings for a ``grid`` of patches at the top-left of a ``frame``
+        (pixels): the table is resized to the frame's grid and cropped, so a patch gets the
+        same embedding whether its image is 2:1 or the same content inside a padded square,
+        and whatever else is in the batch. Without a frame, the table is resized to ``grid``."""
+        if frame is None:
+            return self.position_embedding(grid)
+        full = tuple(max(g, -(-f // self.patch_size)) for g, f in zip(grid, frame))
+        table = self.position_embedding(full)
+        if full == tuple(grid):
+            return table
+        patches = table[1:].reshape(*full, -1)[:grid[0], :grid[1]].reshape(grid[0] * grid[1], -1)
+        return torch.cat([table[:1], patches])
+
+    def content_patches(self, image_size: Tuple[int, int], image_sizes) -> Optional[torch.Tensor]:
+        """[B, gh, gw] bool: the patches holding any pixel of their image (each image is the
+        top-left ``image_sizes[i]`` of a padded batch of ``image_size``); None when every
+        patch does."""
+        if image_sizes is None:
+            return None
+        grid = self.grid(image_size)
+        limits = torch.tensor([[-(-int(h) // self.patch_size), -(-int(w) // self.patch_size)]
+                               for h, w in image_sizes], device=self.class_embedding.device)
+        rows = torch.arange(grid[0], device=limits.device)[None, :, None] < limits[:, 0, None, None]
+        cols = torch.arange(grid[1], device=limits.device)[None, None, :] < limits[:, 1, None, None]
+        inside = rows & cols
+        return None if bool(inside.all()) else inside
+
+    def padding_bias(self, image_size: Tuple[int, int], image_sizes) -> Optional[torch.Tensor]:
+        """[B, 1, 1, 1 + N] additive bias (0 / -inf) that closes the patches that are wholly
+        padding to the mask tokens; None when no patch is."""
+        inside = self.content_patches(image_size, image_sizes)
+        if inside is None:
+            return None
+        allowed = torch.cat([inside.new_ones(len(inside), 1), inside.flatten(1)], dim=1)
+        bias = torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, float("-inf"))
+        return bias[:, None, None]
+
     def attention_bias(self, masks: torch.Tensor, image_size: Tuple[int, int],
                        adapted: Optional[torch.Tensor] = None) -> torch.Tensor:
         """[B, Q, h, w] mask logits -> [B, 1, Q, 1 + N] additive bias (0 allowed / -inf).
@@ -283,10 +322,16 @@ class MaskCLIPEncoder(nn.Module):
         return torch.cat([fn(c) for c in logits.split(chunk)])
 
     def forward(self, images: torch.Tensor, masks: Optional[torch.Tensor] = None,
-                text: Optional[torch.Tensor] = None, adapted: Optional[torch.Tensor] = None
-                ) -> Dict[str, torch.Tensor]:
+                text: Optional[torch.Tensor] = None, adapted: Optional[torch.Tensor] = None,
+                image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+                frame: Optional[Tuple[int, int]] = None) -> Dict[str, torch.Tensor]:
         """images: [B, 3, H, W] CLIP-normalised; masks: [B, Q, h, w] logits or None;
         text: [T, text_dim] vocabulary embeddings, needed when SMA layers exist.
+        image_sizes: each image's (h, w) at the top-left of a padded batch: patches that are
+        wholly padding are closed to every mask token, whatever its mask. CLS and patches
+        see the padding (the mean colour) as Mask2Former does, so an image padded in a batch
+        is processed as that padded image would be. frame: the input size whose position
+        embeddings the grid is cut from (see :meth:`frame_position_embedding`).
 
         Returns ``image`` [B, E] (CLIP's image embedding), ``tokens`` [B, gh, gw, width]
         (last-block patch tokens), ``patches`` (the same through CLIP's head, [.., E]) and,
@@ -298,13 +343,15 @@ class MaskCLIPEncoder(nn.Module):
         grid = self.grid(size)
         x = self.conv1(images).flatten(2).transpose(1, 2)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + self.position_embedding(grid).to(x.dtype)
+        x = torch.cat([cls, x], dim=1) + self.frame_position_embedding(grid, frame).to(x.dtype)
         x = self.ln_pre(x)
         n_img = x.shape[1]
         bias = None
         if masks is not None:
             x = torch.cat([x, x[:, :1].expand(-1, masks.shape[1], -1)], dim=1)
             bias = self.attention_bias(masks, size, adapted)
+            padding = self.padding_bias(size, image_sizes)
+            bias = bias if padding is None else bias + padding
             text = text.to(x.dtype) if text is not None else None
         for block in self.blocks:
             x = block(x, n_img, bias, text)
