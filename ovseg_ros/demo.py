@@ -113,7 +113,14 @@ def run(out: Path, preset: str, frames: int, rate: float, vocabularies, source,
                 _stamp(msg, stamp + cam)
                 sent[stamp + cam] = time.monotonic()
                 pub.publish(msg)
-            time.sleep(1.0 / rate)
+            started = time.monotonic()
+            # Paced by the node as well as by the rate: every frame gets its result (on a slow
+            # CPU the node would otherwise drop frames by design, and the demo would show gaps).
+            probe.wait_for(lambda: all(any(header_stamp_ns(m.header) == stamp + cam
+                                           for m in probe.messages(f"/ovseg/{n}/panoptic"))
+                                       for cam, n in enumerate(names)),
+                           timeout=300, what=f"the results of frame {i + 1}", node=node)
+            time.sleep(max(0.0, 1.0 / rate - (time.monotonic() - started)))
         last = 1_000_000_000 * frames
         probe.wait_for(lambda: all(any(header_stamp_ns(m.header) >= last for m in probe.messages(f"/ovseg/{n}/panoptic"))
                                    for n in names), timeout=120, what="the last results", node=node)
@@ -193,7 +200,8 @@ def main(argv=None) -> int:
                         "assets/street.png (for presets trained on real images)")
     p.add_argument("--preset", help="default: shapes for --world shapes, tiny for street")
     p.add_argument("--frames", type=int, default=20, help="frames per camera")
-    p.add_argument("--rate", type=float, default=4.0, help="frames per second per camera")
+    p.add_argument("--rate", type=float, default=4.0,
+                   help="at most this many frames per second per camera (each waits for the previous results)")
     p.add_argument("--overlap-threshold", type=float, default=-1.0,
                    help="node parameter overlap_threshold (< 0: the preset's)")
     args = p.parse_args(argv)
