@@ -55,7 +55,8 @@ PARAMETERS = {
     "device": ("auto", "auto (cuda if present), cpu, cuda, cuda:N"),
     "precision": ("auto", "auto (bf16/fp16 autocast on cuda, fp32 on cpu), fp32, bf16, fp16"),
     "seed": (0, "torch seed before building, so random-weight presets are reproducible"),
-    "input_size": (0, "model input side in pixels for both stages; 0: the preset's"),
+    "input_size": (0, "model input size in pixels for both stages (bounds the longer side; the aspect "
+                      "ratio is kept unless the preset says resize: square); 0: the preset's"),
     "object_mask_threshold": (-1.0, "drop proposals below this class score; < 0: the preset's"),
     "overlap_threshold": (-1.0, "drop segments keeping less of their mask; < 0: the preset's"),
     "cameras": (["/camera/image_raw"],
