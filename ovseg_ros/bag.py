@@ -4,10 +4,13 @@ our results. No ROS 2 installation is needed: bags are read and written with `ro
 
 Inputs: rosbag2 (sqlite3 or mcap; a bag folder or a single .db3/.mcap file) and ROS 1
 ``.bag`` files. Output: a rosbag2 folder in the input's storage (ROS 1 input -> sqlite3;
-``--storage`` overrides) with, for every input image topic ``T``,
+``--storage`` overrides) with, for every input image topic ``T``, on the topics the node
+would publish (one naming rule, ``ovseg_ros.convert.output_topic``; ``--output-layout``
+as the node's ``output_layout``: ``/ovseg/NAME/...`` by default, ``/front/ovseg/...``
+with ``camera``):
 
-- ``T/panoptic``  ovseg/msg/PanopticResult, one per input frame, header copied;
-- ``T/semantic``  sensor_msgs/Image class-index image (mono8/mono16), like the node's;
+- ``.../panoptic``  ovseg/msg/PanopticResult, one per input frame, header copied;
+- ``.../semantic``  sensor_msgs/Image class-index image (mono8/mono16), like the node's;
 - ``/ovseg/vocabulary``  ovseg/msg/Vocabulary (transient local) at the start and at
   every vocabulary the bag switches to; results carry its ``version``.
 
@@ -51,12 +54,26 @@ from ovseg_core.panoptic_io import InputError, check_panoptic_json, dump_json, l
 from ovseg_core.structures import PanopticResult
 from ovseg_core.vocabulary import Vocabulary
 
-from .convert import (BadImage, header_stamp_ns, label_array, label_image, panoptic_message, to_rgb,
-                      vocabulary_changes, vocabulary_from_classes, vocabulary_message)
+from .convert import (OUTPUT_LAYOUTS, BadImage, camera_name, header_stamp_ns, label_array, label_image,
+                      output_topic, panoptic_message, to_rgb, vocabulary_changes, vocabulary_from_classes,
+                      vocabulary_message)
 from .interfaces import PACKAGE, rosbags_typestore, rosbags_types
 
 VOCABULARY_TOPIC = "/ovseg/vocabulary"
-PANOPTIC_SUFFIX, SEMANTIC_SUFFIX = "/panoptic", "/semantic"
+NODE_NAMESPACE = "/ovseg"   # the node's default name: its ~ in the node's topic names
+
+
+def result_topics(image_topics: Sequence[str], layout: str = "node") -> Dict[str, Tuple[str, str]]:
+    """image topic -> its (panoptic, semantic) output topics, named as the node names them."""
+    names = [camera_name(t, i) for i, t in enumerate(image_topics)]
+    if len(set(names)) != len(names):
+        raise BagError(f"image topics {list(image_topics)} give colliding output names {names}; "
+                       f"use --output-layout camera")
+    try:
+        return {t: (output_topic("panoptic", t, n, layout, NODE_NAMESPACE),
+                    output_topic("semantic", t, n, layout, NODE_NAMESPACE)) for t, n in zip(image_topics, names)}
+    except ValueError as err:
+        raise BagError(str(err)) from err
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 STRING_TYPE = "std_msgs/msg/String"
 VOCABULARY_TYPE = f"{PACKAGE}/msg/Vocabulary"
@@ -222,23 +239,22 @@ class _Run:
 
     def __init__(self, reader, writer, typestore, cache: ResultCache, segmenter, batch_size: int,
                  vocabulary: Vocabulary, image_topics, vocab_topics, start_time: int,
-                 bar: tqdm, on_batch: Optional[Callable[[int], None]]):
+                 bar: tqdm, on_batch: Optional[Callable[[int], None]], output_layout: str = "node"):
         self.reader, self.writer, self.typestore = reader, writer, typestore
         self.types = rosbags_types(typestore)
         self.cache, self.segmenter, self.batch_size = cache, segmenter, batch_size
         self.bar, self.on_batch = bar, on_batch
         self.image_topics, self.vocab_topics = set(image_topics), set(vocab_topics)
         self.summary = BagSummary()
-        outputs = {VOCABULARY_TOPIC} | {t + s for t in image_topics for s in (PANOPTIC_SUFFIX, SEMANTIC_SUFFIX)}
+        self.topics = result_topics(image_topics, output_layout)
+        outputs = {VOCABULARY_TOPIC} | {o for pair in self.topics.values() for o in pair}
         kept = [c for c in reader.connections if c.topic not in outputs]
         self.summary.dropped_topics = sorted({c.topic for c in reader.connections if c.topic in outputs})
         self.connmap, self.convmap = create_connections_converters(kept, None, reader, writer)
         self.out = {}
-        for t in image_topics:
-            self.out[t + PANOPTIC_SUFFIX] = writer.add_connection(t + PANOPTIC_SUFFIX, PANOPTIC_TYPE,
-                                                                  typestore=typestore)
-            self.out[t + SEMANTIC_SUFFIX] = writer.add_connection(t + SEMANTIC_SUFFIX, IMAGE_TYPE,
-                                                                  typestore=typestore)
+        for pan, sem in self.topics.values():
+            self.out[pan] = writer.add_connection(pan, PANOPTIC_TYPE, typestore=typestore)
+            self.out[sem] = writer.add_connection(sem, IMAGE_TYPE, typestore=typestore)
         self.out[VOCABULARY_TOPIC] = writer.add_connection(VOCABULARY_TOPIC, VOCABULARY_TYPE, typestore=typestore,
                                                            offered_qos_profiles=LATCH)
         self.pending: List[tuple] = []          # ("msg", connection, time, bytes) | ("frame", index, topic, time)
@@ -279,9 +295,10 @@ class _Run:
                 if index not in self.results:
                     break
                 panoptic, semantic = self.results.pop(index)
-                self.writer.write(self.out[topic + PANOPTIC_SUFFIX], time, panoptic)
+                pan, sem = self.topics[topic]
+                self.writer.write(self.out[pan], time, panoptic)
                 if semantic is not None:
-                    self.writer.write(self.out[topic + SEMANTIC_SUFFIX], time, semantic)
+                    self.writer.write(self.out[sem], time, semantic)
             done += 1
         del self.pending[:done]
         self.pending_bytes = sum(len(item[3]) for item in self.pending if item[0] == "msg")
@@ -396,11 +413,13 @@ def first_vocabulary(reader, vocab_topics: Sequence[str]) -> Optional[Vocabulary
 def process_bag(src, dst, segmenter, image_topics: Sequence[str], vocabulary=None,
                 vocab_topics: Optional[Sequence[str]] = None, batch_size: int = 4,
                 storage: Optional[str] = None, model: Optional[dict] = None, restart: bool = False,
-                progress: bool = True, on_batch: Optional[Callable[[int], None]] = None) -> BagSummary:
+                progress: bool = True, on_batch: Optional[Callable[[int], None]] = None,
+                output_layout: str = "node") -> BagSummary:
     """Segments every frame of ``src`` on ``image_topics`` and writes ``dst`` (a rosbag2
     folder). ``vocabulary`` (text or Vocabulary) is used until the bag switches; without
     it, the bag's first one is. ``vocab_topics`` None: auto-detect; []: ignore the bag's.
     ``model`` describes how ``segmenter`` was built (resume refuses a different one);
+    ``output_layout``: where the results go (:func:`result_topics`);
     ``on_batch(frames_committed)`` runs after every commit."""
     src, dst = Path(src), Path(dst)
     check_input(src)
@@ -415,6 +434,7 @@ def process_bag(src, dst, segmenter, image_topics: Sequence[str], vocabulary=Non
     start = time.perf_counter()
     with AnyReader([src], default_typestore=store) as reader:
         image_topics, vocab_topics = _select_topics(reader, image_topics, vocab_topics)
+        result_topics(image_topics, output_layout)   # names that cannot be made fail before any work
         if vocabulary is not None:
             vocabulary = Vocabulary.from_any(vocabulary)
         else:
@@ -424,7 +444,7 @@ def process_bag(src, dst, segmenter, image_topics: Sequence[str], vocabulary=Non
                                f"{VOCABULARY_TYPE} topic or a {STRING_TYPE} topic ending in vocabulary_text")
         settings = {"input": input_fingerprint(src), "image_topics": image_topics, "vocab_topics": vocab_topics,
                     "vocabulary": vocabulary.to_text(), "batch_size": batch_size, "storage": storage,
-                    "model": model or {}}
+                    "model": model or {}, "output_layout": output_layout}
         partial = partial_dir(dst)
         if restart and partial.exists():
             shutil.rmtree(partial)
@@ -443,7 +463,7 @@ def process_bag(src, dst, segmenter, image_topics: Sequence[str], vocabulary=Non
             with writer, tqdm(total=total, unit="frame", desc="ovseg-bag", disable=not progress,
                               file=sys.stderr, smoothing=0.1) as bar:
                 summary = _Run(reader, writer, store, cache, segmenter, batch_size, vocabulary,
-                               image_topics, vocab_topics, reader.start_time, bar, on_batch).run()
+                               image_topics, vocab_topics, reader.start_time, bar, on_batch, output_layout).run()
         finally:
             cache.close()
     tmp.rename(dst)          # atomic: OUT appears complete or not at all
@@ -537,7 +557,8 @@ def _class_lut(class_names: Sequence[str], gt: GroundTruth) -> np.ndarray:
     return np.array([index.get(n.casefold(), len(gt.names)) for n in class_names], np.int64)
 
 
-def evaluate_bag(bag: Path, image_topics: Sequence[str], gt: GroundTruth, progress: bool = True) -> dict:
+def evaluate_bag(bag: Path, image_topics: Sequence[str], gt: GroundTruth, progress: bool = True,
+                 output_layout: str = "node") -> dict:
     """PQ and mIoU of the results in an ``ovseg-bag`` output against ``gt``.
 
     Classes are matched to GT categories by name (case-insensitive). A predicted class
@@ -564,7 +585,8 @@ def evaluate_bag(bag: Path, image_topics: Sequence[str], gt: GroundTruth, progre
     matched = set()
     semantic: Dict[Tuple[str, int], np.ndarray] = {}
     with AnyReader([Path(bag)], default_typestore=typestore()) as reader:
-        wanted = {t + s: t for t in image_topics for s in (PANOPTIC_SUFFIX, SEMANTIC_SUFFIX)}
+        topics = result_topics(image_topics, output_layout)
+        wanted = {o: t for t, pair in topics.items() for o in pair}
         conns = [c for c in reader.connections if c.topic in wanted]
         total = sum(c.msgcount for c in conns)
         panoptic: Dict[Tuple[str, int], object] = {}
@@ -575,7 +597,7 @@ def evaluate_bag(bag: Path, image_topics: Sequence[str], gt: GroundTruth, progre
             key = gt_key(topic, header_stamp_ns(msg.header))
             if key is None:
                 continue
-            store = panoptic if conn.topic.endswith(PANOPTIC_SUFFIX) else semantic
+            store = panoptic if conn.topic == topics[topic][0] else semantic
             store[key] = msg
         for key, msg in panoptic.items():
             ann = gt.annotations[key]
@@ -644,6 +666,9 @@ def _parser() -> argparse.ArgumentParser:
                         f"(default: every {VOCABULARY_TYPE} topic and String topics ending in "
                         f"vocabulary_text; give the flag alone to ignore the bag's)")
     p.add_argument("--batch-size", type=int, default=4, help="frames per forward")
+    p.add_argument("--output-layout", choices=OUTPUT_LAYOUTS, default="node",
+                   help="node: results on /ovseg/NAME/panoptic, .../semantic, as the node publishes them; "
+                        "camera: beside each camera (/front/ovseg/panoptic)")
     add_model_arguments(p)
     p.add_argument("--storage", choices=STORAGES, help="output storage (default: the input's; ROS 1 -> sqlite3)")
     p.add_argument("--restart", action="store_true", help="discard an interrupted run's state instead of resuming")
@@ -670,6 +695,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise BagError(f"{args.output} exists; choose another output path or delete it")
         vocabulary = Vocabulary.parse(args.vocab) if args.vocab is not None else None
         check_topics(args.input, args.image_topics, args.vocab_topics)
+        result_topics(args.image_topics, args.output_layout)
         if args.gt_dir is not None:
             gt = load_ground_truth(args.gt_dir, args.gt_json)
         if args.eval_json is not None and args.eval_json.is_dir():
@@ -691,7 +717,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         summary = process_bag(args.input, args.output, segmenter, args.image_topics, vocabulary,
                               args.vocab_topics, args.batch_size, args.storage, model, args.restart,
-                              progress=not args.quiet)
+                              progress=not args.quiet, output_layout=args.output_layout)
     except BagError as err:
         print(f"ovseg-bag: {err}", file=sys.stderr)
         return 2
@@ -709,7 +735,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"ovseg-bag: replaced the input's {', '.join(summary.dropped_topics)} with new results",
               file=sys.stderr)
     if gt is not None:
-        report = evaluate_bag(args.output, args.image_topics, gt, progress=not args.quiet)
+        report = evaluate_bag(args.output, args.image_topics, gt, progress=not args.quiet,
+                              output_layout=args.output_layout)
         print(format_evaluation(report))
         if args.eval_json:
             try:

@@ -63,6 +63,15 @@ def read_all(path: Path):
         return [(c.topic, c.msgtype, t, bytes(raw)) for c, t, raw in r.messages()], conns
 
 
+def pan(topic: str) -> str:
+    """Where the bag tool writes a camera's PanopticResults (the node's naming rule)."""
+    return bag.result_topics([topic])[topic][0]
+
+
+def sem(topic: str) -> str:
+    return bag.result_topics([topic])[topic][1]
+
+
 def decode(path: Path, topic: str):
     with AnyReader([path], default_typestore=rosbags_typestore()) as r:
         conns = [c for c in r.connections if c.topic == topic]
@@ -106,30 +115,30 @@ def test_one_result_per_frame_with_the_frames_stamps(whole):
     assert originals == before                          # every input message, byte for byte, in order
     for topic in (CAM, CAM2):
         images = decode(src, topic)
-        for suffix in ("/panoptic", "/semantic"):
-            results = decode(out, topic + suffix)
+        for output in (pan(topic), sem(topic)):
+            results = decode(out, output)
             assert [t for t, _ in results] == [t for t, _ in images]       # record times
             assert [stamp(m) for _, m in results] == [stamp(m) for _, m in images]
             assert {m.header.frame_id for _, m in results} == {images[0][1].header.frame_id}
-        for (t, pan), (_, sem) in zip(decode(out, topic + "/panoptic"), decode(out, topic + "/semantic")):
-            ids = label_array(pan.id_image)
-            assert ids.shape == label_array(sem).shape == (H, W)
-            assert sorted(s.id for s in pan.segments) == sorted(set(np.unique(ids).tolist()) - {0})
-            assert all(s.area == int((ids == s.id).sum()) for s in pan.segments)
+        for (t, result), (_, semantic) in zip(decode(out, pan(topic)), decode(out, sem(topic))):
+            ids = label_array(result.id_image)
+            assert ids.shape == label_array(semantic).shape == (H, W)
+            assert sorted(s.id for s in result.segments) == sorted(set(np.unique(ids).tolist()) - {0})
+            assert all(s.area == int((ids == s.id).sum()) for s in result.segments)
             expect = (1, ["car", "road"]) if t < VOCAB_AT else (2, ["person", "sky", "tree"])
-            assert (pan.vocabulary_version, list(pan.class_names)) == expect
-            assert label_array(sem).max() < len(pan.class_names)
+            assert (result.vocabulary_version, list(result.class_names)) == expect
+            assert label_array(semantic).max() < len(result.class_names)
     # results sit right after their image in the output
     order = [m[0] for m in after]
     for i, topic in enumerate(order):
         if topic in (CAM, CAM2):
-            assert order[i + 1:i + 3] == [topic + "/panoptic", topic + "/semantic"]
+            assert order[i + 1:i + 3] == [pan(topic), sem(topic)]
     vocabularies = decode(out, bag.VOCABULARY_TOPIC)
     assert [(m.version, [c.name for c in m.classes]) for _, m in vocabularies] == \
         [(1, ["car", "road"]), (2, ["person", "sky", "tree"])]
     assert vocabularies[1][0] == VOCAB_AT
     # ROS 2 tools need the definitions of our types in the bag
-    assert "Segment[] segments" in conns[CAM + "/panoptic"].msgdef.data
+    assert "Segment[] segments" in conns[pan(CAM)].msgdef.data
 
 
 def test_ros2_reads_our_messages(whole):
@@ -144,7 +153,7 @@ def test_ros2_reads_our_messages(whole):
 
     _, _, out, _ = whole
     messages, _ = read_all(out)
-    ours = {bag.VOCABULARY_TOPIC: Vocabulary, CAM + "/panoptic": PanopticResult, CAM + "/semantic": Image}
+    ours = {bag.VOCABULARY_TOPIC: Vocabulary, pan(CAM): PanopticResult, sem(CAM): Image}
     decoded = {topic: [m for _, m in decode(out, topic)] for topic in ours}
     for topic, cls in ours.items():
         raws = [raw for t, _, _, raw in messages if t == topic]
@@ -173,18 +182,18 @@ def test_results_equal_the_pipeline_in_memory(whole, segmenter):
     _, src, out, _ = whole
     images = [decode(src, topic)[0][1] for topic in (CAM, CAM2)]
     direct = segmenter([to_rgb(m).copy() for m in images], VOCAB_1, vocabulary_version=1)
-    results = [decode(out, topic + "/panoptic")[0][1] for topic in (CAM, CAM2)]
+    results = [decode(out, pan(topic))[0][1] for topic in (CAM, CAM2)]
     assert any(r.segments for r in direct)
-    for pan, ref in zip(results, direct):
-        assert np.array_equal(label_array(pan.id_image), ref.segment_map)
-        assert [(s.id, s.class_name, s.area, round(s.score, 5)) for s in pan.segments] == \
+    for result, ref in zip(results, direct):
+        assert np.array_equal(label_array(result.id_image), ref.segment_map)
+        assert [(s.id, s.class_name, s.area, round(s.score, 5)) for s in result.segments] == \
             [(s.id, s.class_name, s.area, round(s.score, 5)) for s in ref.segments]
 
 
 def test_without_vocab_the_bags_first_vocabulary_applies_from_the_start(tmp_path, segmenter):
     src = write_bag(tmp_path / "in", frames=2)          # its one vocabulary message comes after the frames
     summary = run(src, tmp_path / "out", segmenter, vocabulary=None)
-    results = [m for topic in (CAM, CAM2) for _, m in decode(tmp_path / "out", topic + "/panoptic")]
+    results = [m for topic in (CAM, CAM2) for _, m in decode(tmp_path / "out", pan(topic))]
     assert len(results) == summary.frames == 3
     assert {(m.vocabulary_version, tuple(m.class_names)) for m in results} == {(1, ("person", "sky", "tree"))}
     # the recorded message equals the vocabulary in use: not a change, no new version
@@ -251,10 +260,10 @@ def test_undecodable_frame_gets_an_empty_result(tmp_path, segmenter):
             w.write(c, T0 + i, ts.serialize_cdr(msg, "sensor_msgs/msg/CompressedImage"))
     summary = bag.process_bag(src, tmp_path / "out", segmenter, [CAM2], VOCAB_1, progress=False)
     assert len(summary.bad_frames) == 1 and "could not be decoded" in summary.bad_frames[0]
-    results = decode(tmp_path / "out", CAM2 + "/panoptic")
+    results = decode(tmp_path / "out", pan(CAM2))
     assert [stamp(m) for _, m in results] == [T0, T0 + 1]
     assert results[1][1].id_image.width == 0 and not results[1][1].segments
-    assert len(decode(tmp_path / "out", CAM2 + "/semantic")) == 1
+    assert len(decode(tmp_path / "out", sem(CAM2))) == 1
 
 
 def test_ros1_bag_becomes_a_rosbag2_with_results(tmp_path, segmenter):
@@ -279,7 +288,7 @@ def test_ros1_bag_becomes_a_rosbag2_with_results(tmp_path, segmenter):
     copied = decode(tmp_path / "out", CAM)
     assert [stamp(m) for _, m in copied] == [10 * 10**9 + 5, 11 * 10**9 + 5]
     assert np.array_equal(np.asarray(copied[0][1].data), image.ravel())
-    results = decode(tmp_path / "out", CAM + "/panoptic")
+    results = decode(tmp_path / "out", pan(CAM))
     assert [stamp(m) for _, m in results] == [10 * 10**9 + 5, 11 * 10**9 + 5]
 
 
@@ -383,3 +392,12 @@ def test_all_ground_truth_is_checked_before_segmenting(tmp_path, capsys, fault, 
     assert code == 2 and "Traceback" not in err and "\n" not in err
     assert str(path) in err and needle in err, err
     assert not (tmp_path / "out").exists()          # nothing was segmented
+
+
+def test_outputs_follow_the_nodes_naming_rule():
+    """One rule for node and bag: /ovseg/NAME/KIND by default, beside the camera on request."""
+    assert bag.result_topics([CAM, CAM2]) == {CAM: ("/ovseg/cam/panoptic", "/ovseg/cam/semantic"),
+                                              CAM2: ("/ovseg/cam2/panoptic", "/ovseg/cam2/semantic")}
+    assert bag.result_topics([CAM], "camera") == {CAM: ("/cam/ovseg/panoptic", "/cam/ovseg/semantic")}
+    with pytest.raises(bag.BagError, match="colliding"):
+        bag.result_topics(["/a/front/image_raw", "/a/front/image_raw/compressed"])
