@@ -81,9 +81,8 @@ def make_validator(recipe, run_dir: Path):
                                  recipe.eval.limit)
     if not recipe.eval.root:
         raise ValueError(f"recipe {recipe.name!r}: eval.root is not set; pass --eval-root DIR")
-    load_dataset(recipe.eval.dataset, recipe.eval.root, recipe.eval.split)  # a wrong path fails at start
-    return dataset_validator(lambda: load_dataset(recipe.eval.dataset, recipe.eval.root, recipe.eval.split),
-                             recipe.eval.limit)
+    data = load_dataset(recipe.eval.dataset, recipe.eval.root, recipe.eval.split)  # a wrong path fails at start
+    return dataset_validator(lambda: data, recipe.eval.limit)
 
 
 def dataset_validator(load, limit: int):

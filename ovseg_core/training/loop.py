@@ -203,17 +203,13 @@ class Trainer:
               file=sys.stderr)
 
     # ---- one step ---------------------------------------------------------------------
-    def _proposals(self, images: torch.Tensor) -> MaskProposals:
-        return self.segmenter.proposals(resize_batch(images, self.segmenter.proposal_size))
-
     def smart_losses(self, batch: dict, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """CE of every proposal against its matched segment's class (void when unmatched,
         nothing when it lies on ignored pixels); Dice + BCE of the Distribution Adapter's
         output for matched proposals against their segments."""
         rc, m = self.recipe, self.recipe.matcher
-        proposals = self._proposals(images)
-        _, (logits, adapted) = self.segmenter.logits(images, self.vocab, proposals=proposals, classifier=self.model,
-                                                     text=self._text(), return_adapted_masks=True)
+        proposals, (logits, adapted) = self.segmenter.logits(images, self.vocab, classifier=self.model,
+                                                             text=self._text(), return_adapted_masks=True)
         k = len(self.vocab)
         void = k if logits.shape[-1] == k + 1 else None
         b, q = logits.shape[:2]
@@ -253,7 +249,8 @@ class Trainer:
         rc = self.recipe
         mixed = self.step >= rc.mask_adapter.gt_warmup_iters
         size = tuple(s // 4 for s in self.segmenter.proposal_size)
-        predicted = self._proposals(images) if mixed else None
+        # the predicted masks are needed before the classifier's input can be assembled
+        predicted = self.segmenter.proposals(resize_batch(images, self.segmenter.proposal_size)) if mixed else None
         if predicted is not None:
             size = tuple(predicted.masks.shape[-2:])
         per_image, pairs = [], []
