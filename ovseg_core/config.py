@@ -173,15 +173,7 @@ def load_preset(name_or_path: str, overrides: Optional[Dict[str, Any]] = None) -
         raise ValueError(f"{path}: a preset is a mapping of keys, got a {type(data).__name__}")
     data.setdefault("name", path.stem)
     for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            if node.get(p) is None:
-                node[p] = {}
-            node = node[p]
-            if not isinstance(node, dict):
-                raise ValueError(f"override {dotted!r}: {p!r} is not a section")
-        node[leaf] = value
+        set_dotted(data, dotted, value)
     cfg = _build(PresetConfig, data, str(path))
     for section in ("clip", "proposals"):
         mode = getattr(cfg, section).resize
@@ -189,6 +181,20 @@ def load_preset(name_or_path: str, overrides: Optional[Dict[str, Any]] = None) -
             raise ValueError(f"{path}: {section}.resize is {mode!r}; choose one of {', '.join(RESIZE_MODES)} "
                              f"(longest_side keeps the aspect ratio, square squashes to input_size)")
     return cfg
+
+
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """Sets ``section.key`` in a loaded YAML mapping (an override), making missing sections;
+    the result is then checked like the file's own keys."""
+    node = data
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        if node.get(p) is None:
+            node[p] = {}
+        node = node[p]
+        if not isinstance(node, dict):
+            raise ValueError(f"override {dotted!r}: {p!r} is not a section")
+    node[leaf] = value
 
 
 def size_pair(size: Union[int, List[int]]) -> Tuple[int, int]:

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from ..config import REPO_CONFIG_DIR, _build, load_preset
+from ..config import REPO_CONFIG_DIR, _build, load_preset, set_dotted
 
 RECIPE_DIR = REPO_CONFIG_DIR / "train"
 METHODS = ("smart", "mask_adapter")
@@ -121,13 +121,7 @@ def load_recipe(name_or_path: str, overrides: Optional[Dict[str, Any]] = None) -
         if dotted.startswith("model."):  # a preset key: model.classifier.trainable=qkv
             data["model"] = {**(data.get("model") or {}), dotted[len("model."):]: value}
             continue
-        *parents, leaf = dotted.split(".")
-        node = data
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {dotted!r}: {p!r} is not a section")
-        node[leaf] = value
+        set_dotted(data, dotted, value)
     model = data.pop("model", None) or {}
     if not isinstance(model, dict):
         raise ValueError(f"{path}: model: expected a mapping of dotted preset keys "
