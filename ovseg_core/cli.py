@@ -18,7 +18,7 @@ from tqdm import tqdm
 from .config import preset_names
 from .panoptic_io import categories, panoptic_annotation, write_panoptic_json, write_panoptic_png
 from .structures import PanopticResult
-from .visualize import overlay
+from .visualize import DEFAULT_MIN_SIZE, overlay
 from .vocabulary import Vocabulary
 
 
@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=1, help="images per forward")
     add_model_arguments(s)
     s.add_argument("--quiet", action="store_true", help="do not print the segment tables")
+    s.add_argument("--overlay-size", type=int, default=DEFAULT_MIN_SIZE,
+                   help="draw overlays of smaller images upscaled to this longer side in pixels, so "
+                        "the labels are legible (default %(default)s; 0: at the image's size)")
     c = sub.add_parser("params", help="count what a preset's trainable policy trains")
     c.add_argument("--preset", default="smart_vitl14_336_swinb")
     c.add_argument("--trainable", help="another policy than the preset's (ovseg_core.trainable.POLICIES)")
@@ -146,7 +149,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if loaded:
             results = segmenter([im for _, im in loaded], vocabulary)
             for (path, image), result in zip(loaded, results):
-                _write_outputs(args.out, path, image, result, len(images_info), annotations, images_info)
+                _write_outputs(args.out, path, image, result, len(images_info), annotations, images_info,
+                               args.overlay_size)
                 if not args.quiet:
                     tqdm.write(segment_table(path.name, result))
         bar.update(len(batch))
@@ -160,10 +164,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 1 if failed else 0
 
 
-def _write_outputs(out: Path, path: Path, image, result, image_id, annotations, images_info):
+def _write_outputs(out: Path, path: Path, image, result, image_id, annotations, images_info,
+                   overlay_size: int = DEFAULT_MIN_SIZE):
     stem = f"{path.stem}" if not any(i["file_name"] == f"{path.stem}.png" for i in images_info) \
         else f"{path.stem}_{image_id}"
-    cv2.imwrite(str(out / f"{stem}_overlay.png"), cv2.cvtColor(overlay(image, result), cv2.COLOR_RGB2BGR))
+    drawn = overlay(image, result, min_size=overlay_size)
+    cv2.imwrite(str(out / f"{stem}_overlay.png"), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
     write_panoptic_png(str(out / "panoptic" / f"{stem}.png"), result)
     images_info.append({"id": image_id, "file_name": f"{stem}.png", "height": image.shape[0],
                         "width": image.shape[1]})

@@ -7,6 +7,7 @@ image topics, publishes a vocabulary change half-way, and writes
   outputs/       a rosbag2 (mcap) recording of the node's outputs, readable by rosbags/ROS 2
   latency.json   per-camera latency (publish -> result received) and node counters
   summary.png    frames before and after the vocabulary change, side by side
+Overlays are drawn upscaled (longer side at least OVERLAY_MIN_SIZE) so small frames read.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from .convert import header_stamp_ns
 
 REPO = Path(__file__).resolve().parent.parent
 CAMERAS = ("/front/image_raw", "/rear/image_raw")
+OVERLAY_MIN_SIZE = 512          # node parameter overlay_min_size: 128 px frames drawn at 512 px
 STREET_VOCABULARIES = ("car; road [stuff]; building [stuff]; sky [stuff]",
                        "person, pedestrian; tree; sidewalk [stuff]; sky [stuff]")
 
@@ -80,7 +82,7 @@ def run(out: Path, preset: str, frames: int, rate: float, vocabularies, source,
     print(f"starting the node (preset {preset}) ...", flush=True)
     node = NodeProcess(out, preset=preset, device="auto", cameras=list(CAMERAS),
                        vocabulary=vocabularies[0], input_qos="reliable", input_qos_depth=10,
-                       status_period=0.5, **params)
+                       status_period=0.5, **{"overlay_min_size": OVERLAY_MIN_SIZE, **params})
     probe = Probe("ovseg_demo")
     reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
     pubs = [probe.node.create_publisher(Image, c, reliable) for c in CAMERAS]
@@ -171,25 +173,32 @@ def _write(out, probe, names, sent, outputs, frames) -> dict:
 
 
 def _summary_picture(out: Path, names: List[str], frames: int):
-    """Per camera, the last overlay before the vocabulary change and the first after it:
-    adjacent frames of the pan, so the same things are seen under both vocabularies."""
+    """A grid: per camera (rows) the last overlay before the vocabulary change and the first
+    after it (adjacent frames of the pan, so the same things are seen under both
+    vocabularies), each captioned. The node draws the overlays upscaled already."""
     rows = []
     for n in names:
         files = sorted((out / "overlays").glob(f"{n}_*.png"))
         before = [f for f in files if int(f.stem.split("_")[-1]) <= frames // 2]
         after = [f for f in files if int(f.stem.split("_")[-1]) > frames // 2]
         if before and after:
-            rows.append(np.hstack([cv2.imread(str(before[-1])), cv2.imread(str(after[0]))]))
-    if rows:
-        width = max(r.shape[1] for r in rows)
-        body = np.vstack([cv2.copyMakeBorder(r, 0, 4, 0, width - r.shape[1], cv2.BORDER_CONSTANT)
-                          for r in rows])
-        scale = max(1, 512 // width)     # small frames (ShapesWorld: 128 px) are hard to read
-        body = cv2.resize(body, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-        title = np.full((28, body.shape[1], 3), 255, np.uint8)
-        for x, text in ((6, "before the vocabulary change"), (body.shape[1] // 2 + 6, "after")):
-            cv2.putText(title, text, (x, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.imwrite(str(out / "summary.png"), np.vstack([title, body]))
+            rows.append([(before[-1], "before the vocabulary change"), (after[0], "after")])
+    if not rows:
+        return
+    cells = [[(cv2.imread(str(f)), "{}, frame {}: {}".format(*f.stem.rsplit("_", 1)[0:1],
+                                                             int(f.stem.rsplit("_", 1)[1]), what))
+              for f, what in row] for row in rows]
+    height = max(im.shape[0] for row in cells for im, _ in row)
+    width = max(im.shape[1] for row in cells for im, _ in row)
+    gap, caption = 8, 30
+    grid = np.full((len(cells) * (height + caption + gap) + gap, 2 * (width + gap) + gap, 3), 255, np.uint8)
+    for r, row in enumerate(cells):
+        for c, (image, text) in enumerate(row):
+            y, x = gap + r * (height + caption + gap), gap + c * (width + gap)
+            cv2.putText(grid, text, (x + 2, y + caption - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1,
+                        cv2.LINE_AA)
+            grid[y + caption:y + caption + image.shape[0], x:x + image.shape[1]] = image
+    cv2.imwrite(str(out / "summary.png"), grid)
 
 
 def main(argv=None) -> int:

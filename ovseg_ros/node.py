@@ -72,6 +72,8 @@ PARAMETERS = {
     "publish_panoptic": (True, "publish ~/NAME/panoptic (ovseg/PanopticResult)"),
     "publish_semantic": (True, "publish ~/NAME/semantic (class index image, mono8/mono16)"),
     "publish_overlay": (True, "publish ~/NAME/overlay (rgb8) while someone subscribes"),
+    "overlay_min_size": (0, "draw overlays of smaller cameras upscaled to this longer side in pixels, "
+                            "so their labels are legible; 0: at the camera's size (matches camera_info)"),
     "vocabulary": ("car; person, pedestrian; bicycle; road [stuff]; sidewalk [stuff]; "
                    "building [stuff]; vegetation [stuff]; sky [stuff]",
                    "initial vocabulary: ';' between classes, ',' between synonyms, [stuff] tag"),
@@ -643,7 +645,8 @@ class SegmentationNode(LifecycleNode):
             info.header = header
             pubs["camera_info"].publish(info)
         if "overlay" in pubs and pubs["overlay"].get_subscription_count() > 0:
-            pubs["overlay"].publish(rgb_image(overlay(image, result), header, TYPES))
+            drawn = overlay(image, result, min_size=int(self.param("overlay_min_size")))
+            pubs["overlay"].publish(rgb_image(drawn, header, TYPES))
 
     # ---- status -----------------------------------------------------------------
     def _publish_status(self):

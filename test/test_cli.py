@@ -42,7 +42,8 @@ def check_outputs(out: Path, stems, sizes):
     for info, stem, (h, w) in zip(data["images"], stems, sizes):
         assert (info["height"], info["width"]) == (h, w)
         overlay = cv2.imread(str(out / f"{stem}_overlay.png"))
-        assert overlay is not None and overlay.shape == (h, w, 3)
+        # drawn upscaled, the longer side at --overlay-size (default 512), the aspect kept
+        assert overlay is not None and overlay.shape == (round(h * 512 / max(h, w)), round(w * 512 / max(h, w)), 3)
         ann = by_image[info["id"]]
         assert ann["file_name"] == info["file_name"]
         ids = read_panoptic_png(str(out / "panoptic" / f"{stem}.png"))

@@ -74,14 +74,14 @@ def test_palette_deterministic_and_distinct():
 def test_overlay_colors_segments_only():
     image = np.full((64, 64, 3), 100, np.uint8)
     result = make_result()
-    out = overlay(image, result, labels=False)
+    out = overlay(image, result, labels=False, min_size=0)
     assert out.shape == image.shape and out.dtype == np.uint8
     inside = result.segment_map > 0
     assert (out[inside] != image[inside]).any(-1).all()
     assert (out[~inside] == image[~inside]).all()
     # Two instances of one class: different shades, away from boundaries.
     assert (out[10, 10] != out[10, 50]).any()
-    labelled = overlay(image, result)
+    labelled = overlay(image, result, min_size=0)
     assert (labelled != out).any()
     with pytest.raises(ValueError):
         overlay(image[:10], result)
@@ -90,11 +90,11 @@ def test_overlay_colors_segments_only():
 def test_overlay_class_color_is_stable_across_frames():
     """The same class gets the same color whatever else is in the frame."""
     image = np.full((64, 64, 3), 100, np.uint8)
-    full = overlay(image, make_result(), labels=False)
+    full = overlay(image, make_result(), labels=False, min_size=0)
     only_road = make_result()
     only_road.segments = only_road.segments[2:]
     only_road.segment_map = np.where(only_road.segment_map == 300, 300, 0).astype(np.int32)
-    assert (overlay(image, only_road, labels=False)[48, 16] == full[48, 16]).all()
+    assert (overlay(image, only_road, labels=False, min_size=0)[48, 16] == full[48, 16]).all()
 
 
 def test_dump_json_is_strict_and_atomic(tmp_path):

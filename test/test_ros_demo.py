@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+
 from ros_harness import require_ros
 
 require_ros()
@@ -21,6 +23,8 @@ def test_demo_writes_overlays_recording_and_latency(tmp_path: Path):
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert len(list((out / "overlays").glob("front_*.png"))) == 4
     assert len(list((out / "overlays").glob("rear_*.png"))) == 4
+    # the node draws the 128 px frames upscaled (overlay_min_size 512), so labels are legible
+    assert cv2.imread(str(out / "overlays" / "front_001.png")).shape == (512, 512, 3)
     assert (out / "summary.png").stat().st_size > 0
     latency = json.loads((out / "latency.json").read_text())
     assert {c["results"] for c in latency["cameras"].values()} == {4}
