@@ -17,37 +17,104 @@ from ovseg_core.config import DATA_DIR, PRESET_DIR, load_preset  # noqa: E402
 from ovseg_core.weights import save_delta  # noqa: E402
 
 GROUPS = {"all", "things", "stuff", "seen", "unseen", "seen things", "unseen things", "unseen stuff"}
-ROWS = ("predicted masks", "predicted masks, random labels", "oracle masks", "oracle masks, random labels")
+ROWS = ("predicted masks", "predicted masks, random labels", "predicted masks, oracle classes", "oracle masks",
+        "oracle masks, random labels")
+LAYOUTS = ("standard", "variants")
 
 
 def _run(out_dir, *extra):
     out = Path(out_dir) / "eval.json"
-    eval_shapes.main(["--num", "2", "--seed", "900000", "--threads", "1", "--out", str(out), *extra])
+    eval_shapes.main(["--num", "3", "--seed", "900000", "--threads", "1", "--out", str(out), *extra])
     return json.loads(out.read_text())
 
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory):
-    """The frozen `shapes` preset on two scenes (shared: an evaluation is slow on a CPU)."""
+    """The frozen `shapes` preset on three scenes per layout, standard and variants (shared:
+    an evaluation is slow on a CPU)."""
     return _run(tmp_path_factory.mktemp("shipped"))
 
 
 def test_report_has_every_group_and_a_chance_row_per_mask_source(shipped):
-    """One run reports things, stuff, seen, unseen and unseen things / stuff apart, each mask
-    source beside its chance row over the same ground truth; the groups partition the GT."""
-    for key in ROWS:
-        assert set(shipped[key]) == GROUPS
-    for group in GROUPS:  # the chance rows score the same scenes
-        assert len({shipped[key][group]["GT segments"] for key in ROWS}) == 1
-    row = shipped["predicted masks"]
-    n = {g: row[g]["GT segments"] for g in GROUPS}
-    assert n["all"] > 0 and n["all"] == n["things"] + n["stuff"] == n["seen"] + n["unseen"]
-    assert n["unseen"] == n["unseen things"] + n["unseen stuff"]
-    assert n["things"] == n["seen things"] + n["unseen things"]
-    # the classifier beats random labels on the same oracle masks (stuff: 99% vs 1 in 8)
-    assert shipped["oracle masks"]["all"]["TP"] > shipped["oracle masks, random labels"]["all"]["TP"]
+    """One run reports, for the standard layout and the layout variants each, things, stuff,
+    seen, unseen and unseen things / stuff apart, each mask source beside its chance row
+    and predicted masks beside them with oracle classes, over the same ground truth; the
+    groups partition the GT. The standard layout's keys stay at the top level."""
+    assert shipped["layouts"] == list(LAYOUTS)
+    for layout in LAYOUTS:
+        section = shipped[layout]
+        for key in ROWS:
+            assert set(section[key]) == GROUPS
+        for group in GROUPS:  # the chance and oracle-class rows score the same scenes
+            assert len({section[key][group]["GT segments"] for key in ROWS}) == 1
+        row = section["predicted masks"]
+        n = {g: row[g]["GT segments"] for g in GROUPS}
+        assert n["all"] > 0 and n["all"] == n["things"] + n["stuff"] == n["seen"] + n["unseen"]
+        assert n["unseen"] == n["unseen things"] + n["unseen stuff"]
+        assert n["things"] == n["seen things"] + n["unseen things"]
+        # the classifier beats random labels on the same oracle masks (stuff: 99% vs 1 in 8)
+        assert section["oracle masks"]["all"]["TP"] > section["oracle masks, random labels"]["all"]["TP"]
+        assert set(section["proposal recall"]) >= {"thing", "stuff", "seen", "unseen"}
+    for key in (*ROWS, "oracle segment accuracy", "proposal recall", "size"):
+        assert shipped[key] == shipped["standard"][key]
+    assert shipped["variants"]["variants"][1] == "256x144, vertical stuff bands, thick outline"
+    assert shipped["standard"]["predicted masks"] != shipped["variants"]["predicted masks"]
     text = eval_shapes.format_report(shipped)
-    assert "unseen things" in text and "predicted masks, random labels" in text
+    for words in ("unseen things", "predicted masks, random labels", "predicted masks, oracle classes",
+                  "== variants", "layouts side by side", "seen things", "proposal recall"):
+        assert words in text
+
+
+def test_oracle_color_and_shape_accuracy_split_by_seen_and_unseen_things(shipped):
+    """Oracle-mask color / shape accuracy is reported for seen and unseen things apart; the
+    two, weighted by their segment counts, make the figure over all things."""
+    for layout in LAYOUTS:
+        acc, gt = shipped[layout]["oracle segment accuracy"], shipped[layout]["oracle masks"]
+        n_seen, n_unseen = gt["seen things"]["GT segments"], gt["unseen things"]["GT segments"]
+        for half in ("color", "shape"):
+            parts = [(n, acc[f"{who} thing {half}"]) for n, who in ((n_seen, "seen"), (n_unseen, "unseen")) if n]
+            assert sum(n * a for n, a in parts) == pytest.approx(acc[f"thing {half}"] * (n_seen + n_unseen))
+        assert acc["chance color / shape"] == pytest.approx(100 / 6)
+
+
+def test_oracle_classes_on_perfect_masks_score_full_marks():
+    """With a mask generator that proposes the ground-truth segments, "predicted masks,
+    oracle classes" names every segment right (PQ 100) and recall is 100%: the row scores
+    the mask generator alone."""
+    from ovseg_core.shapes import generate_scene, load_classes
+    from ovseg_core.structures import MaskProposals
+    from ovseg_core.vocabulary import Vocabulary
+
+    scenes = [generate_scene(900000 + i) for i in range(2)]
+    by_image = {scene.image.tobytes(): scene for scene in scenes}
+
+    class GroundTruthProposals(torch.nn.Module):
+        pixel_mean = None
+
+        def forward(self, batch):
+            image = (batch[0].permute(1, 2, 0) * 255).round().byte().numpy()
+            masks = torch.from_numpy(by_image[image.tobytes()].masks())
+            return MaskProposals(masks=torch.where(masks, 20.0, -20.0)[None], objectness=torch.ones(1, len(masks)))
+
+    cfg = load_preset("shapes")
+    cfg.device = "cpu"
+    segmenter = build_from_config(cfg)
+    segmenter.proposals = GroundTruthProposals()
+    world = load_classes()
+    vocab = Vocabulary.parse(world.vocabulary_text())
+    result = eval_shapes.evaluate_segmenter(segmenter, scenes, vocab, eval_shapes.class_groups(world, vocab))
+    row = result["predicted masks, oracle classes"]["all"]
+    assert row["PQ"] == pytest.approx(100) and row["TP"] == row["GT segments"] == sum(len(s.segments) for s in scenes)
+    assert result["predicted masks, oracle classes"]["all"]["mIoU"] == pytest.approx(100)
+    assert all(v == 100 for v in result["proposal recall"].values())
+
+
+def test_layouts_option():
+    assert eval_shapes.parse_layouts("variants") == ["variants"]
+    assert eval_shapes.parse_layouts("standard, variants") == ["standard", "variants"]
+    for bad in ("", "standard,standard", "squashed"):
+        with pytest.raises(Exception, match="standard, variants"):
+            eval_shapes.parse_layouts(bad)
 
 
 def test_random_labels_keep_each_segment_and_its_kind():
@@ -91,13 +158,13 @@ def test_eval_shapes_scores_a_trained_delta_with_its_run_preset(shipped, tmp_pat
                 param.normal_(0, 1.0)                 # query projections and SMA scrambled
     delta = tmp_path / "delta.safetensors"
     save_delta(segmenter.classifier, segmenter.trainable, str(delta), cfg.name)
-    trained = _run(tmp_path, "--preset", str(preset), "--weights", str(delta))
+    trained = _run(tmp_path, "--preset", str(preset), "--weights", str(delta), "--layouts", "standard")
     assert trained["weights"] == str(delta) and trained["preset"] == str(preset)
     assert shipped["weights"] == "none (frozen)"
     # the scrambled delta is what got scored: far fewer oracle segments named right
     assert trained["oracle masks"]["all"]["TP"] < shipped["oracle masks"]["all"]["TP"]
     with pytest.raises(ValueError, match="do not match"):
-        _run(tmp_path, "--weights", str(delta))      # the frozen preset has no SMA to load into
+        _run(tmp_path, "--weights", str(delta), "--layouts", "standard")   # the frozen preset has no SMA
 
 
 def test_eval_shapes_scores_another_clip_checkpoint(shipped, tmp_path, capsys):
@@ -110,7 +177,7 @@ def test_eval_shapes_scores_another_clip_checkpoint(shipped, tmp_path, capsys):
     state[key] = state[key][:, torch.randperm(state[key].shape[1])]  # the image embedding scrambled
     other = tmp_path / "scrambled.safetensors"
     save_file(state, str(other))
-    scrambled = _run(tmp_path, "--clip-weights", str(other), "--clip-input-size", "160")
+    scrambled = _run(tmp_path, "--clip-weights", str(other), "--clip-input-size", "160", "--layouts", "standard")
     assert scrambled["clip weights"] == str(other) and scrambled["clip input size"] == 160
     assert scrambled["oracle segment accuracy"] != shipped["oracle segment accuracy"]
     assert "oracle segment accuracy" in capsys.readouterr().out

@@ -5,19 +5,35 @@ in training or selection):
     .venv/bin/python training/eval_shapes.py --num 100 --seed 777000 \
         --preset runs/NAME/preset.yaml --weights runs/NAME/delta.safetensors
 
+Every number is reported for each of ``--layouts`` (default both): ``standard`` (scene i
+is ``generate_scene(SEED + i, size=SIZE)``) and ``variants`` (scene i is
+``variant_scene(SEED + i)``: the same seed's classes in one of ShapesWorld's
+``LAYOUT_VARIANTS``, other sizes, aspect ratios, thing sizes, outlines, stuff partitions,
+noise and JPEG; never used in training), each layout as its own table and side by side:
+
 - PQ and mIoU over all 44 classes, averaged separately over class groups (all, things,
   stuff, seen, unseen, and unseen things and unseen stuff alone: the two unseen stuff
   classes would otherwise hide how unseen things do), with the preset's Mask2Former
-  proposals and with oracle (ground-truth) masks: the papers' Figure 2 analysis (how
+  proposals, with those proposals and a perfect classifier ("predicted masks, oracle
+  classes": each proposal gets the class of the ground-truth segment it overlaps most,
+  then the pipeline's panoptic merge, as ``training/evaluate.py --classes oracle``) and
+  with oracle (ground-truth) masks and our classifier: the papers' Figure 2 analysis (how
   much is mask quality, how much classification);
-- a chance row for each: the same masks with random labels of the same kind (a thing
-  segment gets a random thing class, a stuff segment a random stuff class; seeded by the
-  scene), scored by the same code, so every number has its floor beside it;
+- a chance row for the predicted and the oracle masks: the same masks with random labels
+  of the same kind (a thing segment gets a random thing class, a stuff segment a random
+  stuff class; seeded by the scene), scored by the same code, so every number has its
+  floor beside it;
 - oracle segment accuracy (the class CLIP gives each ground-truth segment) against
-  chance (1 / number of classes), and for things how often its color and its shape
-  alone are right (chance 1/6 each);
-- CLIP's zero-shot accuracy on single-object views, seen vs unseen things;
-- proposal recall: share of ground-truth segments some proposal covers with IoU > 0.5.
+  chance (1 / number of classes), and for things, all and seen and unseen ones apart,
+  how often its color and its shape alone are right (chance 1/6 each);
+- proposal recall on the same scenes: share of ground-truth segments some proposal
+  (resized back from the mask generator's input as the pipeline does) covers with IoU >
+  0.5;
+- CLIP's zero-shot accuracy on single-object views, seen vs unseen things (one number,
+  not per layout).
+
+The JSON (``--out``) holds each layout's report under its name (``report["variants"]``)
+and, as before, the standard layout's keys at the top level (``report["oracle masks"]``).
 
 PQ follows panopticapi (a match is same class and IoU > 0.5; PQ per class, averaged
 over classes with any TP, FP or FN); mIoU is over classes present in the ground truth.
@@ -39,13 +55,17 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ovseg_core.build import build_from_config  # noqa: E402
 from ovseg_core.config import load_preset, resolve_path  # noqa: E402
-from ovseg_core.evaluation import PQStat, SemanticStat, pq_image  # noqa: E402
+from ovseg_core.evaluation import OracleClassifier, PQStat, SemanticStat, pq_image  # noqa: E402
 from ovseg_core.modeling.proposals import OracleProposals  # noqa: E402
-from ovseg_core.shapes.world import Scene, generate_scene, load_classes  # noqa: E402
+from ovseg_core.resize import crop_resize  # noqa: E402
+from ovseg_core.segmenter import class_probabilities  # noqa: E402
+from ovseg_core.shapes.world import (LAYOUT_VARIANTS, LAYOUTS, Scene, describe_layout, layout_scene,  # noqa: E402
+                                     load_classes)
+from ovseg_core.structures import MaskProposals  # noqa: E402
 from ovseg_core.vocabulary import Vocabulary  # noqa: E402
 from ovseg_core.weights import create_clip  # noqa: E402
 from train_clip_shapes import MODEL, zero_shot_accuracy  # noqa: E402
-from train_proposals_shapes import proposal_recall  # noqa: E402
+from train_proposals_shapes import add_recall_hits, recall_summary  # noqa: E402
 
 
 def group_summary(pq: PQStat, sem: SemanticStat, vocab: Vocabulary,
@@ -101,20 +121,48 @@ def _gt(scene: Scene) -> List[dict]:
 
 MASK_ROWS = ("predicted masks", "oracle masks")
 CHANCE = ", random labels"       # suffix of the chance row of each mask row
+ORACLE_CLASSES = "predicted masks, oracle classes"
+ROWS = ("predicted masks", "predicted masks" + CHANCE, ORACLE_CLASSES, "oracle masks", "oracle masks" + CHANCE)
 
 
-def evaluate_segmenter(segmenter, scenes: List[Scene], vocab: Vocabulary, groups, seed: int = 0) -> dict:
-    """PQ / mIoU with predicted and oracle masks, each beside its chance row (the same
-    segments with random labels of the same kind; scene i draws them from seed [seed, i]),
-    and oracle segment accuracy."""
+@torch.no_grad()
+def oracle_class_result(segmenter, image: torch.Tensor, scene: Scene, vocab: Vocabulary):
+    """The mask generator's proposals for ``image`` ([1, 3, H, W] in [0, 1]) with a perfect
+    classifier (SMART/FISA Figure 2; ``training/evaluate.py --classes oracle``): each
+    proposal gets the class of the ground-truth segment it overlaps most (void if none)
+    at its own objectness, then the pipeline's panoptic merge. Returns the proposals'
+    mask logits on the image [Q, H, W] (for recall) and the PanopticResult."""
+    layout = segmenter.layout(image.to(segmenter.device))
+    with segmenter.autocast():
+        proposals = segmenter.proposals(layout.proposal_batch)
+    valid = layout.proposal_valid[0]
+    size = scene.segment_map.shape
+    masks = crop_resize(proposals.masks[0].float(), valid, size)
+    position = np.zeros(int(scene.segment_map.max()) + 1, np.int64)     # segment id -> its index + 1
+    for j, s in enumerate(scene.segments):
+        position[s["id"]] = j + 1
+    classifier = OracleClassifier(len(vocab))
+    classifier.targets = [(position[scene.segment_map], [s["category_id"] - 1 for s in scene.segments])]
+    logits = classifier(None, MaskProposals(masks[None], proposals.objectness), None)
+    probs = class_probabilities(logits, proposals.objectness, len(vocab))[0]
+    # the pipeline's own post-processing (crop to the image, panoptic merge, semantic map)
+    return masks, segmenter._postprocess(probs, proposals.masks[0], valid, size, vocab, None)
+
+
+def evaluate_segmenter(segmenter, scenes: List[Scene], vocab: Vocabulary, groups, seed: int = 0,
+                       desc: str = "eval") -> dict:
+    """PQ / mIoU with predicted masks (beside the same masks with oracle classes) and
+    oracle masks, each mask source beside its chance row (the same segments with random
+    labels of the same kind; scene i draws them from seed [seed, i]); oracle segment
+    accuracy; proposal recall. Scenes may differ in size."""
     k = len(vocab)
-    keys = tuple(key + suffix for key in MASK_ROWS for suffix in ("", CHANCE))
-    pq = {key: PQStat(k) for key in keys}
-    sem = {key: SemanticStat(k) for key in keys}
+    pq = {key: PQStat(k) for key in ROWS}
+    sem = {key: SemanticStat(k) for key in ROWS}
     oracle = OracleProposals()
     correct = defaultdict(list)
+    hits = {}
     unseen = load_classes().unseen
-    for i, scene in enumerate(tqdm(scenes, desc="eval", file=sys.stderr)):
+    for i, scene in enumerate(tqdm(scenes, desc=desc, file=sys.stderr)):
         gt_segments = _gt(scene)
         gt_semantic = scene.semantic_map()
         proposals = oracle([scene.masks()])
@@ -129,25 +177,36 @@ def evaluate_segmenter(segmenter, scenes: List[Scene], vocab: Vocabulary, groups
             pq[key + CHANCE] += pq_image(scene.segment_map, gt_segments, chance_map, chance_segments, k)
             sem[key + CHANCE].update(chance_semantic, gt_semantic)
         image = torch.from_numpy(scene.image).permute(2, 0, 1)[None].float() / 255.0
+        masks, r = oracle_class_result(segmenter, image, scene, vocab)
+        add_recall_hits(hits, scene, masks > 0)
+        segments = [{"id": s.id, "category_id": s.class_index} for s in r.segments]
+        pq[ORACLE_CLASSES] += pq_image(scene.segment_map, gt_segments, r.segment_map, segments, k)
+        sem[ORACLE_CLASSES].update(r.semantic_map, gt_semantic)
         with torch.no_grad():
             _, probs = segmenter.predict(image.to(segmenter.device), vocab, proposals)
         pred = probs[0, :, :k].argmax(-1).tolist()
         for seg, p in zip(scene.segments, pred):
-            correct["unseen" if seg["class_name"] in unseen else "seen"].append(p == seg["category_id"] - 1)
+            right = p == seg["category_id"] - 1
+            split = "unseen" if seg["class_name"] in unseen else "seen"
+            correct[split].append(right)
             if seg["isthing"]:
-                correct["unseen things" if seg["class_name"] in unseen else "seen things"].append(
-                    p == seg["category_id"] - 1)
+                correct[f"{split} things"].append(right)
                 # which half of "color shape" the mask token gets right
                 words, said = seg["class_name"].split(" "), vocab.names[p].split(" ")
-                correct["thing color"].append(vocab.is_thing[p] and said[0] == words[0])
-                correct["thing shape"].append(vocab.is_thing[p] and said[-1] == words[1])
+                color, shape = vocab.is_thing[p] and said[0] == words[0], vocab.is_thing[p] and said[-1] == words[1]
+                for key in ("thing", f"{split} thing"):
+                    correct[f"{key} color"].append(color)
+                    correct[f"{key} shape"].append(shape)
             else:
-                correct["stuff"].append(p == seg["category_id"] - 1)
-    result = {key: group_summary(pq[key], sem[key], vocab, groups) for key in keys}
+                correct["stuff"].append(right)
+    result = {key: group_summary(pq[key], sem[key], vocab, groups) for key in ROWS}
     result["oracle segment accuracy"] = {key: 100 * float(np.mean(correct[key])) if correct[key] else float("nan")
                                          for key in ("seen", "unseen", "seen things", "unseen things", "stuff",
-                                                     "thing color", "thing shape")}
+                                                     "thing color", "thing shape", "seen thing color",
+                                                     "seen thing shape", "unseen thing color", "unseen thing shape")}
     result["oracle segment accuracy"]["chance"] = 100 / k
+    result["oracle segment accuracy"]["chance color / shape"] = 100 / len(load_classes().colors)
+    result["proposal recall"] = {key: 100 * v for key, v in recall_summary(hits).items()}
     return result
 
 
@@ -165,14 +224,26 @@ def class_groups(world, vocab: Vocabulary) -> Dict[str, List[int]]:
             "unseen stuff": pick(lambda n: n not in things and n in unseen)}
 
 
+def parse_layouts(text: str) -> List[str]:
+    layouts = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in layouts if t not in LAYOUTS]
+    if not layouts or bad or len(set(layouts)) != len(layouts):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a comma-separated list of {', '.join(LAYOUTS)}, "
+                                         f"each at most once")
+    return layouts
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="shapes", help="a preset name or YAML path (a training run's "
                    "runs/NAME/preset.yaml)")
     p.add_argument("--weights", help="a trained delta (a run's runs/NAME/delta.safetensors) on top of the preset")
-    p.add_argument("--num", type=int, default=100, help="fresh scenes")
+    p.add_argument("--num", type=int, default=100, help="fresh scenes per layout")
     p.add_argument("--seed", type=int, default=100_000, help="scene i has seed SEED + i")
-    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--size", type=int, default=128, help="the standard layout's scene size (variants have theirs)")
+    p.add_argument("--layouts", type=parse_layouts, default=list(LAYOUTS),
+                   help="comma-separated: standard (generate_scene at --size), variants (ShapesWorld's "
+                   "LAYOUT_VARIANTS, scene i in variant (SEED + i) mod %d); default: both" % len(LAYOUT_VARIANTS))
     p.add_argument("--clip-weights", help="a CLIP checkpoint to evaluate instead of the preset's (e.g. a "
                    "training run's --checkpoint)")
     p.add_argument("--clip-input-size", type=int, help="the classifier's CLIP input size instead of the preset's")
@@ -191,12 +262,23 @@ def main(argv=None):
     if args.weights:
         cfg.weights = args.weights
     segmenter = build_from_config(cfg)
-    scenes = [generate_scene(args.seed + i, size=args.size) for i in range(args.num)]
     report = {"preset": args.preset, "weights": cfg.weights or "none (frozen)",
               "clip weights": args.clip_weights or "the preset's",
               "clip input size": cfg.clip.input_size, "scenes": args.num,
-              "seed": args.seed, "size": args.size}
-    report.update(evaluate_segmenter(segmenter, scenes, vocab, groups, seed=args.seed))
+              "seed": args.seed, "size": args.size, "layouts": args.layouts}
+    for layout in args.layouts:
+        began = time.time()
+        scenes = [layout_scene(args.seed + i, layout, size=args.size) for i in range(args.num)]
+        section = {"scenes": args.num, "seed": args.seed}
+        if layout == "standard":
+            section["size"] = args.size
+        else:
+            section["variants"] = [describe_layout(v) for v in LAYOUT_VARIANTS]
+        section.update(evaluate_segmenter(segmenter, scenes, vocab, groups, seed=args.seed, desc=f"eval {layout}"))
+        section["seconds"] = round(time.time() - began)
+        report[layout] = section
+    if "standard" in report:    # its keys at the top level too, as before the layouts
+        report.update({key: value for key, value in report["standard"].items() if key != "seconds"})
 
     clip = create_clip(MODEL, resolve_path(cfg.clip.pretrained), args.preset)
     import open_clip
@@ -204,8 +286,6 @@ def main(argv=None):
         clip, open_clip.get_tokenizer(MODEL), views_per_class=20, seed=args.seed).items()}
     report["clip zero-shot accuracy"]["chance"] = 100 / len(world.things)
     report["clip zero-shot accuracy"]["chance color / shape"] = 100 / len(world.colors)
-    report["proposal recall"] = {k: 100 * v for k, v in proposal_recall(
-        segmenter.proposals, num_scenes=args.num, seed=args.seed, size=args.size).items()}
     report["seconds"] = round(time.time() - start)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w") as f:
@@ -213,28 +293,90 @@ def main(argv=None):
     print(format_report(report))
 
 
-def format_report(report: dict) -> str:
-    """PQ (then SQ, RQ, mIoU) per class group, one row per mask source, each followed by
-    its chance row."""
-    lines = [f"preset {report['preset']}, weights: {report['weights']}, {report['scenes']} fresh scenes "
-             f"(seeds {report['seed']}...{report['seed'] + report['scenes'] - 1}), {report['size']} px, "
-             f"vocabulary: all 44 classes",
-             f"CLIP weights: {report['clip weights']}, input {report['clip input size']} px"]
-    rows = [key for key in report if key.split(CHANCE)[0] in MASK_ROWS]
-    groups = list(report[rows[0]])
+COLOR_SHAPE = ("thing color", "thing shape", "seen thing color", "seen thing shape", "unseen thing color",
+               "unseen thing shape", "chance color / shape")
+
+
+def _layout_section(name: str, section: dict) -> List[str]:
+    """One layout's table: PQ (then SQ, RQ, mIoU) per class group, one row per mask
+    source, then matches, oracle accuracy and proposal recall."""
+    first, last = section["seed"], section["seed"] + section["scenes"] - 1
+    if "variants" in section:
+        head = [f"== {name}: {section['scenes']} fresh scenes (seeds {first}...{last}); scene i in variant "
+                f"i mod {len(section['variants'])}:"]
+        head += [f"   {i} {v}" for i, v in enumerate(section["variants"])]
+    else:
+        head = [f"== {name}: {section['scenes']} fresh scenes (seeds {first}...{last}), {section['size']} px"]
+    lines = head
+    rows = [key for key in ROWS if key in section]
+    groups = list(section[rows[0]])
     for metric in ("PQ", "SQ", "RQ", "mIoU"):
         lines.append(f"{metric:33s} " + " ".join(f"{g:>13s}" for g in groups))
         for key in rows:
-            lines.append(f"{'  ' + key:33s} " + " ".join(f"{report[key][g][metric]:13.1f}" for g in groups))
+            lines.append(f"{'  ' + key:33s} " + " ".join(f"{section[key][g][metric]:13.1f}" for g in groups))
     lines.append("GT segments matched with the right class (TP / GT)")
     for key in rows:
         lines.append(f"{'  ' + key:33s} " + " ".join(
-            f"{report[key][g]['TP']:>6d}/{report[key][g]['GT segments']:<6d}" for g in groups))
-    lines.append(f"{'classes counted in PQ':33s} " + " ".join(f"{report[rows[0]][g]['classes']:13d}"
+            f"{section[key][g]['TP']:>6d}/{section[key][g]['GT segments']:<6d}" for g in groups))
+    lines.append(f"{'classes counted in PQ':33s} " + " ".join(f"{section[rows[0]][g]['classes']:13d}"
                                                               for g in groups))
-    for key in ("oracle segment accuracy", "clip zero-shot accuracy", "proposal recall"):
-        lines.append(f"{key}: " + ", ".join(f"{k} {v:.1f}%" for k, v in report[key].items()))
-    lines.append(f"{report['seconds']} s")
+    accuracy = section["oracle segment accuracy"]
+    lines.append("oracle segment accuracy: " + ", ".join(f"{k} {v:.1f}%" for k, v in accuracy.items()
+                                                         if k not in COLOR_SHAPE))
+    if "seen thing color" in accuracy:
+        lines.append("oracle thing color / shape right: " + ", ".join(
+            f"{who} {accuracy[key + ' color']:.1f}% / {accuracy[key + ' shape']:.1f}%"
+            for who, key in (("all things", "thing"), ("seen things", "seen thing"),
+                             ("unseen things", "unseen thing"))) + f", chance {accuracy['chance color / shape']:.1f}%")
+    else:   # a report from before the split by seen / unseen
+        lines.append("oracle thing color / shape right: " + ", ".join(
+            f"{k} {accuracy[k]:.1f}%" for k in ("thing color", "thing shape") if k in accuracy))
+    if "proposal recall" in section:
+        lines.append("proposal recall (IoU > 0.5): " + ", ".join(f"{k} {v:.1f}%"
+                                                                 for k, v in section["proposal recall"].items()))
+    return lines
+
+
+def _side_by_side(report: dict, layouts: Sequence[str]) -> List[str]:
+    """The layouts as columns: PQ (all, things, stuff, unseen things) and mIoU per mask
+    row, oracle accuracy and proposal recall."""
+    pq_cols = (("PQ", "all"), ("PQ", "things"), ("PQ", "stuff"), ("PQ", "unseen things"), ("mIoU", "all"))
+    names = ("PQ all", "things", "stuff", "unseen th", "mIoU")
+    width = 10 * len(names)
+    lines = [f"{'layouts side by side':33s} " + " | ".join(f"{name:^{width}s}" for name in layouts),
+             f"{'':33s} " + " | ".join("".join(f"{n:>10s}" for n in names) for _ in layouts)]
+    for key in ROWS:
+        if all(key in report[name] for name in layouts):
+            lines.append(f"{'  ' + key:33s} " + " | ".join(
+                "".join(f"{report[name][key][g][m]:10.1f}" for m, g in pq_cols) for name in layouts))
+    acc = {"seen things": "seen th", "unseen things": "unseen th", "stuff": "stuff", "thing color": "color",
+           "thing shape": "shape"}
+    lines.append(f"{'oracle segment accuracy, %':33s} " + " | ".join(
+        "".join(f"{n:>10s}" for n in acc.values()) for _ in layouts))
+    lines.append(f"{'':33s} " + " | ".join("".join(f"{report[name]['oracle segment accuracy'][k]:10.1f}"
+                                                   for k in acc) for name in layouts))
+    rec = ("thing", "stuff", "seen", "unseen", "unseen things")
+    lines.append(f"{'proposal recall, %':33s} " + " | ".join(
+        "".join(f"{n.replace('things', 'th'):>10s}" for n in rec) for _ in layouts))
+    lines.append(f"{'':33s} " + " | ".join("".join(f"{report[name]['proposal recall'].get(k, float('nan')):10.1f}"
+                                                   for k in rec) for name in layouts))
+    return lines
+
+
+def format_report(report: dict) -> str:
+    """Per layout: PQ (then SQ, RQ, mIoU) per class group, one row per mask source (each
+    followed by its chance row), oracle accuracy and recall; then the layouts side by side."""
+    lines = [f"preset {report['preset']}, weights: {report['weights']}, vocabulary: all 44 classes",
+             f"CLIP weights: {report['clip weights']}, input {report['clip input size']} px"]
+    layouts = [name for name in report.get("layouts", ()) if isinstance(report.get(name), dict)]
+    sections = [(name, report[name]) for name in layouts] or [("standard", report)]  # older reports: top level
+    for name, section in sections:
+        lines += [""] + _layout_section(name, section)
+    if len(sections) > 1:
+        lines += [""] + _side_by_side(report, layouts)
+    lines += ["", "clip zero-shot accuracy: " + ", ".join(f"{k} {v:.1f}%"
+                                                          for k, v in report["clip zero-shot accuracy"].items())]
+    lines.append(f"{report['seconds']} s" + "".join(f", {name} {report[name]['seconds']} s" for name in layouts))
     return "\n".join(lines)
 
 

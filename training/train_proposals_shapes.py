@@ -44,27 +44,49 @@ def training_batch(rng: np.random.Generator, batch: int, size: int):
     return images, masks
 
 
+RECALL_GROUPS = ("thing", "stuff", "seen", "unseen", "unseen things")
+
+
+def add_recall_hits(hits: dict, scene, pred: torch.Tensor, iou: float = 0.5) -> dict:
+    """Adds one scene to ``hits`` (group -> list of bools): whether some predicted mask
+    (bool [Q, H, W] at the scene's size) covers each ground-truth segment with IoU >
+    ``iou``, under its kind (thing / stuff), its split (seen / unseen) and, for unseen
+    things, that group too."""
+    unseen = load_classes().unseen
+    gt = torch.from_numpy(scene.masks())
+    pred = pred.to(torch.bool).cpu()
+    inter = (gt[:, None] & pred[None]).flatten(2).sum(-1).float()
+    union = (gt[:, None] | pred[None]).flatten(2).sum(-1).float()
+    best = (inter / union.clamp_min(1)).max(1).values if len(pred) else torch.zeros(len(gt))
+    for seg, b in zip(scene.segments, best.tolist()):
+        hit = b > iou
+        hits.setdefault("thing" if seg["isthing"] else "stuff", []).append(hit)
+        hits.setdefault("unseen" if seg["class_name"] in unseen else "seen", []).append(hit)
+        if seg["isthing"] and seg["class_name"] in unseen:
+            hits.setdefault("unseen things", []).append(hit)
+    return hits
+
+
+def recall_summary(hits: dict) -> dict:
+    """Group -> share of its segments hit (groups without segments left out)."""
+    return {k: float(np.mean(hits[k])) for k in RECALL_GROUPS if hits.get(k)}
+
+
 @torch.no_grad()
 def proposal_recall(proposals: Mask2FormerProposals, num_scenes: int = 50, seed: int = 987_654, size: int = 128,
                     classes=None, iou: float = 0.5) -> dict:
-    """Share of ground-truth segments (things / stuff, seen / unseen classes) that some
-    proposal covers with IoU > ``iou``."""
+    """Share of ground-truth segments (things / stuff, seen / unseen classes, unseen
+    things) that some proposal covers with IoU > ``iou``, on square scenes fed as they
+    are. (eval_shapes.py measures it through the segmenter's resize, on its scenes.)"""
     rng = np.random.default_rng(seed)
-    unseen = load_classes().unseen
-    hits = {"thing": [], "stuff": [], "seen": [], "unseen": []}
+    hits = {}
     for _ in range(num_scenes):
         scene = generate_scene(rng, size=size, classes=classes)
         out = proposals(torch.from_numpy(scene.image).permute(2, 0, 1)[None].float() / 255.0)
         pred = torch.nn.functional.interpolate(out.masks, size=(size, size), mode="bilinear",
                                                align_corners=False)[0] > 0
-        gt = torch.from_numpy(scene.masks())
-        inter = (gt[:, None] & pred[None]).flatten(2).sum(-1).float()
-        union = (gt[:, None] | pred[None]).flatten(2).sum(-1).float()
-        best = (inter / union.clamp_min(1)).max(1).values
-        for seg, b in zip(scene.segments, best.tolist()):
-            hits["thing" if seg["isthing"] else "stuff"].append(b > iou)
-            hits["unseen" if seg["class_name"] in unseen else "seen"].append(b > iou)
-    return {k: float(np.mean(v)) for k, v in hits.items() if v}
+        add_recall_hits(hits, scene, pred, iou)
+    return recall_summary(hits)
 
 
 def main(argv=None):

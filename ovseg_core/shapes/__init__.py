@@ -2,8 +2,11 @@
 
 ``generate_scene(seed)`` draws a scene with COCO-panoptic ground truth and a caption;
 ``load_classes()`` gives the classes and their seen/unseen split (``split.json``);
+``variant_scene(seed)`` draws it in one of the ``LAYOUT_VARIANTS`` (evaluation only);
 ``python -m ovseg_core.shapes dataset|stream`` writes datasets and camera streams.
 """
-from .world import Scene, ShapesClasses, camera_pan, generate_scene, load_classes, single_object_view
+from .world import (LAYOUT_VARIANTS, Scene, ShapesClasses, camera_pan, describe_layout, generate_scene,
+                    layout_scene, load_classes, single_object_view, variant_scene)
 
-__all__ = ["Scene", "ShapesClasses", "camera_pan", "generate_scene", "load_classes", "single_object_view"]
+__all__ = ["LAYOUT_VARIANTS", "Scene", "ShapesClasses", "camera_pan", "describe_layout", "generate_scene",
+           "layout_scene", "load_classes", "single_object_view", "variant_scene"]

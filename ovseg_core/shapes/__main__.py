@@ -1,6 +1,7 @@
 """``python -m ovseg_core.shapes``: write ShapesWorld datasets and camera streams.
 
     python -m ovseg_core.shapes dataset out/shapes/val --num 100 --seed 1000
+    python -m ovseg_core.shapes dataset out/shapes/val_variants --num 100 --seed 1000 --layout variants
     python -m ovseg_core.shapes stream out/shapes/stream --frames 40 --seed 7
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..panoptic_io import id_to_rgb, write_panoptic_json
-from .world import Scene, camera_pan, generate_scene, load_classes
+from .world import LAYOUT_VARIANTS, LAYOUTS, Scene, camera_pan, describe_layout, layout_scene, load_classes
 
 
 def write_scenes(out: Path, scenes: Sequence[Scene], names: Sequence[str]) -> None:
@@ -54,9 +55,12 @@ def main(argv=None) -> int:
     d.add_argument("out", type=Path)
     d.add_argument("--num", type=int, default=100)
     d.add_argument("--seed", type=int, default=0, help="scene i has seed SEED + i")
-    d.add_argument("--size", type=int, default=128)
+    d.add_argument("--size", type=int, help="square scenes of SIZE px (default 128); standard layout only")
     d.add_argument("--split", choices=["all", "seen"], default="all",
                    help="'seen': only classes that segmentation training may use")
+    d.add_argument("--layout", choices=LAYOUTS, default="standard",
+                   help=f"'variants': scene i gets layout variant (SEED + i) mod {len(LAYOUT_VARIANTS)}, for "
+                   "evaluation only (never train on it): " + "; ".join(describe_layout(v) for v in LAYOUT_VARIANTS))
     s = sub.add_parser("stream", help="N frames of a camera panning over one wide scene")
     s.add_argument("out", type=Path)
     s.add_argument("--frames", type=int, default=40)
@@ -76,11 +80,14 @@ def main(argv=None) -> int:
         return 0
     if getattr(args, "num", 1) < 1 or getattr(args, "frames", 1) < 1:
         p.error("the number of images must be at least 1")
+    if args.command == "dataset" and args.layout == "variants" and args.size is not None:
+        p.error("--size is for the standard layout; each layout variant has its own size")
+    args.size = 128 if args.size is None else args.size
     if args.size < 32:
         p.error("--size must be at least 32 pixels")
     if args.command == "dataset":
         classes = world.seen(world.names) if args.split == "seen" else None
-        scenes = [generate_scene(args.seed + i, size=args.size, classes=classes)
+        scenes = [layout_scene(args.seed + i, args.layout, size=args.size, classes=classes)
                   for i in tqdm(range(args.num), desc="scenes", file=sys.stderr)]
         write_scenes(args.out, scenes, [f"{args.seed + i:08d}" for i in range(args.num)])
     else:

@@ -5,6 +5,35 @@ bands with wavy borders, each filled with a procedural texture; things are outli
 "color shape" objects (``"red circle"``) that may overlap. Everything is drawn from one
 ``numpy.random.Generator``, so a seed fixes a scene (image, panoptic ground truth and
 caption). Masks are drawn without anti-aliasing so that ground truth is exact.
+
+Layout options of :func:`generate_scene` change how a scene looks, never its classes
+(issue 13, section 2); their defaults draw today's scenes bit for bit:
+
+- ``size`` (H, W) and ``radius`` (a thing's circumradius range, px; 5-30 gives things
+  of about 10-60 px);
+- ``outline``: ``"thin_dark"`` (the default: a 1 px border at 0.45 x the thing's color),
+  ``"none"``, ``"white"`` (1 px) or ``"thick"`` (2 px, dark);
+- ``stuff_layout``: ``"bands"`` (the default: horizontal bands), ``"vertical"`` (the
+  same bands turned on their side: left to right, wavy borders) or ``"blobs"`` (a
+  Voronoi partition of random sites with borders warped by smooth noise); every pixel
+  still belongs to exactly one stuff segment;
+- ``noise`` (Gaussian, sigma in gray levels) and ``jpeg`` (a JPEG quality): applied to the
+  finished image only; ground truth and caption are those of the clean scene.
+
+Outline, noise and JPEG draw nothing from the generator before the scene is finished,
+and ``"vertical"`` draws what ``"bands"`` draws, so a scene with only those options
+changed has the clean scene's things, classes and caption. Classes (and which classes a
+seed draws) never depend on the layout options.
+
+:data:`LAYOUT_VARIANTS` is a fixed set of these options for evaluation only (never
+train on it); :func:`variant_scene` gives seed ``s`` the variant ``s % 6``:
+
+0. 160x120 (W x H), white outlines;
+1. 256x144, vertical stuff bands, thick outlines;
+2. 128x128, small things (radius 5-10 px, 10-20 px across), JPEG quality 60;
+3. 128x128, big things (radius 20-30 px, 40-60 px across), blob stuff, noise sigma 6;
+4. 96x160 (portrait), no outlines;
+5. 192x192, things of every size (radius 5-30 px), blob stuff, noise sigma 3, JPEG 75.
 """
 from __future__ import annotations
 
@@ -243,6 +272,53 @@ def _stuff_layout(rng, h, w, n) -> np.ndarray:
     return band
 
 
+def _vertical_layout(rng, h, w, n) -> np.ndarray:
+    """Band index per pixel: ``n`` vertical bands (left to right) with wavy borders; the
+    draws of :func:`_stuff_layout`, turned on its side."""
+    return np.ascontiguousarray(_stuff_layout(rng, w, h, n).T)
+
+
+def _blob_layout(rng, h, w, n) -> np.ndarray:
+    """Region index per pixel: the nearest of ``n`` random sites, each site's distance
+    warped by its own smooth noise, so the borders between blobs wander."""
+    if n == 1:
+        return np.zeros((h, w), np.int32)
+    sites = rng.uniform(0.1, 0.9, (n, 2)) * (h, w)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    scale = min(h, w)
+    dist = [np.hypot(y - sy, x - sx) + 0.4 * scale * (_smooth_noise(rng, h, w, max(8, scale // 3)) - 0.5)
+            for sy, sx in sites]
+    return np.argmin(np.stack(dist), 0).astype(np.int32)
+
+
+STUFF_LAYOUTS = {"bands": _stuff_layout, "vertical": _vertical_layout, "blobs": _blob_layout}
+# outline style -> (width in px, color: None = 0.45 x the thing's own color)
+OUTLINES = {"thin_dark": (1, None), "none": (0, None), "white": (1, (255.0, 255.0, 255.0)), "thick": (2, None)}
+
+
+def _check_layout_options(outline: str, stuff_layout: str, noise: float, jpeg: Optional[int]) -> None:
+    if outline not in OUTLINES:
+        raise ValueError(f"outline {outline!r}: choose one of {', '.join(OUTLINES)}")
+    if stuff_layout not in STUFF_LAYOUTS:
+        raise ValueError(f"stuff_layout {stuff_layout!r}: choose one of {', '.join(STUFF_LAYOUTS)}")
+    if not noise >= 0:
+        raise ValueError(f"noise is a Gaussian sigma in gray levels, at least 0; got {noise}")
+    if jpeg is not None and not (isinstance(jpeg, (int, np.integer)) and 1 <= jpeg <= 100):
+        raise ValueError(f"jpeg is a JPEG quality 1..100 or None, got {jpeg!r}")
+
+
+def _degrade(rng: np.random.Generator, image: np.ndarray, noise: float, jpeg: Optional[int]) -> np.ndarray:
+    """Gaussian noise of sigma ``noise``, then a JPEG round trip at quality ``jpeg``."""
+    if noise:
+        image = np.clip(image + rng.normal(0, noise, image.shape), 0, 255).round().astype(np.uint8)
+    if jpeg is not None:
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(jpeg)])
+        if not ok:
+            raise RuntimeError("OpenCV could not encode a JPEG")
+        image = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return image
+
+
 def _caption(rng, things: List[Tuple[str, float]], stuff: List[str]) -> str:
     """Names every thing (with a size word now and then) and every stuff region."""
     words = []
@@ -267,12 +343,16 @@ def generate_scene(seed: Union[int, np.random.Generator], size: Size = 128, num_
                    radius: Tuple[float, float] = (8, 26), num_stuff: Tuple[int, int] = (1, 3),
                    classes: Optional[Sequence[str]] = None, things: Optional[Sequence[str]] = None,
                    stuff: Optional[Sequence[str]] = None, min_visible: float = 0.5,
-                   center_jitter: Optional[float] = None) -> Scene:
+                   center_jitter: Optional[float] = None, outline: str = "thin_dark", stuff_layout: str = "bands",
+                   noise: float = 0.0, jpeg: Optional[int] = None) -> Scene:
     """A scene from ``seed``. ``classes`` restricts what may be drawn (e.g. the seen
     split); ``things`` / ``stuff`` force exact lists instead of random draws. A thing is
     kept only if at least ``min_visible`` of it stays visible after later things are drawn
     over it, so every ground-truth thing is recognisable. ``center_jitter`` (a share of
-    the frame) puts things near the centre instead of anywhere."""
+    the frame) puts things near the centre instead of anywhere. ``outline``,
+    ``stuff_layout``, ``noise`` and ``jpeg`` change the layout only (module docstring);
+    their defaults give the standard scenes."""
+    _check_layout_options(outline, stuff_layout, noise, jpeg)
     world = load_classes()
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     h, w = _size_pair(size)
@@ -293,7 +373,7 @@ def generate_scene(seed: Union[int, np.random.Generator], size: Size = 128, num_
         count = int(rng.integers(num_things[0], num_things[1] + 1)) if thing_pool else 0
         things = [str(n) for n in rng.choice(thing_pool, size=count)] if count else []
 
-    band = _stuff_layout(rng, h, w, len(stuff))
+    band = STUFF_LAYOUTS[stuff_layout](rng, h, w, len(stuff))
     image = np.zeros((h, w, 3), np.float32)
     segment_map = np.zeros((h, w), np.int32)
     segments = []
@@ -321,10 +401,12 @@ def generate_scene(seed: Union[int, np.random.Generator], size: Size = 128, num_
             continue
         color = np.clip(np.array(world.colors[color_name], np.float32) + rng.normal(0, 10, 3), 0, 255)
         shade = 0.85 + 0.3 * _smooth_noise(rng, h, w, 32)[..., None]
-        outline = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~cv2.erode(
-            mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & mask
         image[mask] = (color * shade)[mask]
-        image[outline] = color * 0.45
+        width, outline_color = OUTLINES[outline]
+        if width:   # the border pixels inside the mask, so ground truth keeps them
+            kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
+            border = mask & ~cv2.erode(mask.astype(np.uint8), kernel).astype(bool)
+            image[border] = color * 0.45 if outline_color is None else outline_color
         segment_map[mask] = next_id
         drawn.append((next_id, name, r, int(mask.sum())))
         next_id += 1
@@ -343,8 +425,62 @@ def generate_scene(seed: Union[int, np.random.Generator], size: Size = 128, num_
                                   int(ys.max() - ys.min() + 1)]})
     visible_stuff = [s["class_name"] for s in segments if not s["isthing"]]
     caption = _caption(rng, [(d[1], d[2]) for d in drawn if area_of.get(d[0], 0)], visible_stuff)
+    if noise or jpeg is not None:      # after the caption: the clean scene's draws are untouched
+        image = _degrade(rng, image, noise, jpeg)
     return Scene(image=image, segment_map=segment_map, segments=segments, caption=caption,
                  seed=seed if isinstance(seed, int) else None, classes=world)
+
+
+# Layout variants for evaluation only (never trained on): generate_scene options that
+# change sizes, aspect ratios, thing sizes, outlines, the stuff partition and image
+# quality, never the classes. Scene seed s uses variant s % len(LAYOUT_VARIANTS).
+LAYOUT_VARIANTS: Tuple[dict, ...] = (
+    dict(size=(120, 160), outline="white"),
+    dict(size=(144, 256), stuff_layout="vertical", outline="thick"),
+    dict(size=(128, 128), radius=(5, 10), jpeg=60),
+    dict(size=(128, 128), radius=(20, 30), stuff_layout="blobs", noise=6.0),
+    dict(size=(160, 96), outline="none"),
+    dict(size=(192, 192), radius=(5, 30), stuff_layout="blobs", noise=3.0, jpeg=75),
+)
+LAYOUTS = ("standard", "variants")
+
+
+def describe_layout(options: dict) -> str:
+    """A short name for a set of generate_scene layout options, e.g. ``"160x120, white
+    outline"`` (width x height)."""
+    h, w = _size_pair(options.get("size", 128))
+    parts = [f"{w}x{h}"]
+    if "radius" in options:
+        parts.append("radius {:g}-{:g} px".format(*options["radius"]))
+    stuff = {"vertical": "vertical stuff bands", "blobs": "blob stuff"}
+    outline = {"none": "no outline", "white": "white outline", "thick": "thick outline"}
+    if options.get("stuff_layout", "bands") != "bands":
+        parts.append(stuff[options["stuff_layout"]])
+    if options.get("outline", "thin_dark") != "thin_dark":
+        parts.append(outline[options["outline"]])
+    if options.get("noise"):
+        parts.append(f"noise {options['noise']:g}")
+    if options.get("jpeg") is not None:
+        parts.append(f"JPEG {options['jpeg']}")
+    return ", ".join(parts)
+
+
+def variant_scene(seed: int, **kwargs) -> Scene:
+    """Scene ``seed`` drawn with layout variant ``seed % len(LAYOUT_VARIANTS)``;
+    ``kwargs`` (e.g. ``classes``) go to :func:`generate_scene` and override the variant's."""
+    if not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"variant_scene needs an int seed (it picks the variant), got {type(seed).__name__}")
+    return generate_scene(int(seed), **{**LAYOUT_VARIANTS[int(seed) % len(LAYOUT_VARIANTS)], **kwargs})
+
+
+def layout_scene(seed: int, layout: str = "standard", size: Size = 128, **kwargs) -> Scene:
+    """Scene ``seed`` of a named layout: ``"standard"`` (:func:`generate_scene` at
+    ``size``) or ``"variants"`` (:func:`variant_scene`; each variant has its own size)."""
+    if layout == "standard":
+        return generate_scene(seed, size=size, **kwargs)
+    if layout == "variants":
+        return variant_scene(seed, **kwargs)
+    raise ValueError(f"layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
 
 
 def single_object_view(seed: Union[int, np.random.Generator], name: str, size: Size = 128,
