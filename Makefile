@@ -49,6 +49,7 @@ bench: $(STAMP) $(ROS_STAMP)
 	$(ROS_ENV) $(PY) bench/node_overhead.py
 	$(PY) bench/evaluation.py
 	$(PY) bench/bag.py
+	$(PY) bench/shapes.py
 
 clean:
 	rm -rf $(VENV) out build install

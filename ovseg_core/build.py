@@ -125,7 +125,9 @@ def build_from_config(cfg: PresetConfig, embedding_cache: Optional[EmbeddingCach
     tokenizer = open_clip.get_tokenizer(cfg.clip.model)
     model_key = f"{cfg.name}|{cfg.clip.model}|{cfg.clip.pretrained}|{_fingerprint(clip)}"
     text_encoder = TextEncoder(clip.to(device), tokenizer, model_key, chunk_size=cfg.text.chunk_size,
-                               cache=embedding_cache or EmbeddingCache(cfg.text.cache_size))
+                               # `is None`, not `or`: an empty shared cache is falsy (it has a __len__)
+                               cache=embedding_cache if embedding_cache is not None
+                               else EmbeddingCache(cfg.text.cache_size))
     segmenter = Segmenter(proposals.to(device), classifier.to(device), text_encoder,
                           proposal_size=size_pair(cfg.proposals.input_size), clip_size=clip_size,
                           inference=cfg.inference, device=device,
