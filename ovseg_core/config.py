@@ -197,6 +197,17 @@ def set_dotted(data: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def parse_overrides(items) -> Dict[str, Any]:
+    """Command-line ``KEY=VALUE`` items (``--set``) -> {dotted key: YAML-parsed value}."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE with a dotted KEY (section.key)")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def size_pair(size: Union[int, List[int]]) -> Tuple[int, int]:
     """A preset's ``input_size`` (S or [H, W]) as (H, W)."""
     if isinstance(size, int):

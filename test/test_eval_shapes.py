@@ -181,3 +181,37 @@ def test_eval_shapes_scores_another_clip_checkpoint(shipped, tmp_path, capsys):
     assert scrambled["clip weights"] == str(other) and scrambled["clip input size"] == 160
     assert scrambled["oracle segment accuracy"] != shipped["oracle segment accuracy"]
     assert "oracle segment accuracy" in capsys.readouterr().out
+
+
+def test_ensemble_wraps_the_trained_classifier_with_frozen_clip_on_seen_classes():
+    """--ensemble: FC-CLIP's geometric ensemble of the preset's classifier (here with SMA and a
+    learned void) and the frozen mask-attention one; ShapesWorld's seen classes are the
+    in-vocabulary ones, so unseen classes lean on frozen CLIP (beta)."""
+    from ovseg_core.modeling.classifiers import GeometricEnsemble, MaskAttentionClassifier
+    from ovseg_core.shapes.world import generate_scene, load_classes
+    from ovseg_core.vocabulary import Vocabulary
+
+    world = load_classes()
+    cfg = load_preset("shapes", {"classifier.sma_layers": [-1], "classifier.learned_void": True})
+    cfg.device = "cpu"
+    segmenter = build_from_config(cfg)
+    trained = segmenter.classifier
+    eval_shapes.add_frozen_half(segmenter, cfg, world, 0.4, 0.8)
+    ensemble = segmenter.classifier
+    assert isinstance(ensemble, GeometricEnsemble) and ensemble.first is trained
+    assert isinstance(ensemble.second, MaskAttentionClassifier) and ensemble.second.void_embedding is None
+    assert not ensemble.second.encoder.sma_layers and trained.encoder.sma_layers
+    vocab = Vocabulary.parse(world.vocabulary_text())
+    seen = segmenter.seen_mask(vocab)
+    assert int(seen.sum()) == len(world.names) - len(world.unseen)
+    assert not seen[vocab.names.index("red star")]
+    scene = generate_scene(900_000)
+    _, probs = segmenter.predict(torch.from_numpy(scene.image).permute(2, 0, 1)[None].float() / 255, vocab)
+    assert probs.shape[-1] == len(vocab) + 1 and torch.allclose(probs.sum(-1), torch.ones(()), atol=1e-4)
+
+
+def test_eval_shapes_refuses_a_bad_override():
+    with pytest.raises(SystemExit):
+        eval_shapes.main(["--num", "1", "--set", "classifier.type"])
+    with pytest.raises(SystemExit):
+        eval_shapes.main(["--num", "1", "--ensemble", "0.4"])

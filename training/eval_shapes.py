@@ -41,12 +41,13 @@ over classes with any TP, FP or FN); mIoU is over classes present in the ground 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -54,7 +55,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ovseg_core.build import build_from_config  # noqa: E402
-from ovseg_core.config import load_preset, resolve_path  # noqa: E402
+from ovseg_core.config import ClassifierConfig, load_preset, parse_overrides, resolve_path  # noqa: E402
+from ovseg_core.modeling.classifiers import GeometricEnsemble  # noqa: E402
 from ovseg_core.evaluation import OracleClassifier, PQStat, SemanticStat, pq_image  # noqa: E402
 from ovseg_core.modeling.proposals import OracleProposals  # noqa: E402
 from ovseg_core.resize import crop_resize  # noqa: E402
@@ -233,6 +235,29 @@ def parse_layouts(text: str) -> List[str]:
     return layouts
 
 
+def parse_ensemble(text: str) -> Tuple[float, float]:
+    try:
+        alpha, beta = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ALPHA,BETA, e.g. 0.4,0.8") from None
+    if not (0 <= alpha <= 1 and 0 <= beta <= 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: ALPHA and BETA are weights in [0, 1]")
+    return alpha, beta
+
+
+def add_frozen_half(segmenter, cfg, world, alpha: float, beta: float) -> None:
+    """Wraps the segmenter's (trained) classifier in a geometric ensemble whose second half
+    is the frozen mask-attention classifier on the same base CLIP, and names ShapesWorld's
+    seen classes as the in-vocabulary ones. Built apart, so a trained delta loads into the
+    first half under its own names."""
+    frozen = copy.deepcopy(cfg)
+    frozen.weights = None
+    frozen.classifier = ClassifierConfig(type="mask_attention")
+    second = build_from_config(frozen).classifier
+    segmenter.classifier = GeometricEnsemble(segmenter.classifier, second, alpha, beta).eval()
+    segmenter.seen_classes = frozenset(world.seen(world.names))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="shapes", help="a preset name or YAML path (a training run's "
@@ -247,6 +272,12 @@ def main(argv=None):
     p.add_argument("--clip-weights", help="a CLIP checkpoint to evaluate instead of the preset's (e.g. a "
                    "training run's --checkpoint)")
     p.add_argument("--clip-input-size", type=int, help="the classifier's CLIP input size instead of the preset's")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a preset key (classifier.type=mask_pooling); values are YAML")
+    p.add_argument("--ensemble", metavar="ALPHA,BETA", type=parse_ensemble,
+                   help="FC-CLIP's geometric ensemble of the (trained) classifier with the frozen "
+                   "mask-attention classifier on the same CLIP, ShapesWorld's seen classes as in-vocabulary "
+                   "(FC-CLIP: 0.4,0.8)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="out/shapes/eval.json")
     args = p.parse_args(argv)
@@ -256,13 +287,20 @@ def main(argv=None):
     vocab = Vocabulary.parse(world.vocabulary_text())
     groups = class_groups(world, vocab)
     overrides = {key: value for key, value in (("clip.pretrained", args.clip_weights),
-                                               ("clip.input_size", args.clip_input_size)) if value} or None
-    cfg = load_preset(args.preset, overrides)
+                                               ("clip.input_size", args.clip_input_size)) if value}
+    try:
+        overrides.update(parse_overrides(args.set))
+    except ValueError as err:
+        p.error(str(err))
+    cfg = load_preset(args.preset, overrides or None)
     cfg.device = "cpu"
     if args.weights:
         cfg.weights = args.weights
     segmenter = build_from_config(cfg)
-    report = {"preset": args.preset, "weights": cfg.weights or "none (frozen)",
+    if args.ensemble:
+        add_frozen_half(segmenter, cfg, world, *args.ensemble)
+    report = {"preset": args.preset, "weights": cfg.weights or "none (frozen)", "overrides": args.set,
+              "ensemble": args.ensemble,
               "clip weights": args.clip_weights or "the preset's",
               "clip input size": cfg.clip.input_size, "scenes": args.num,
               "seed": args.seed, "size": args.size, "layouts": args.layouts}

@@ -22,10 +22,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import List, Optional
 
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ovseg_core.config import parse_overrides  # noqa: E402
 from ovseg_core.training.recipe import load_recipe, recipe_names  # noqa: E402
 
 
@@ -46,16 +46,6 @@ def _parser() -> argparse.ArgumentParser:
                         "values are YAML")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.csv)")
     return p
-
-
-def parse_sets(items: List[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=3e-4")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def shapes_validation_set(recipe, run_dir: Path) -> Path:
@@ -117,7 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ovseg_core.training.checkpoint import checkpoints
     from ovseg_core.training.loop import RunDirError, Trainer
     try:
-        overrides = parse_sets(args.set)
+        overrides = parse_overrides(args.set)
         if args.data_root:
             overrides["data.root"] = args.data_root
         if args.eval_root:
