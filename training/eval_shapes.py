@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ovseg_core.build import build_from_config  # noqa: E402
 from ovseg_core.config import ClassifierConfig, load_preset, parse_overrides, resolve_path  # noqa: E402
 from ovseg_core.modeling.classifiers import GeometricEnsemble  # noqa: E402
+from ovseg_core.shapes.probe import probe, summarize as summarize_probe  # noqa: E402
 from ovseg_core.evaluation import OracleClassifier, PQStat, SemanticStat, pq_image  # noqa: E402
 from ovseg_core.modeling.proposals import OracleProposals  # noqa: E402
 from ovseg_core.resize import crop_resize  # noqa: E402
@@ -235,6 +236,9 @@ def parse_layouts(text: str) -> List[str]:
     return layouts
 
 
+PROBE_OFFSET = 50_000     # the probe's seeds start here past --seed
+
+
 def parse_ensemble(text: str) -> Tuple[float, float]:
     try:
         alpha, beta = (float(v) for v in text.split(","))
@@ -278,6 +282,9 @@ def main(argv=None):
                    help="FC-CLIP's geometric ensemble of the (trained) classifier with the frozen "
                    "mask-attention classifier on the same CLIP, ShapesWorld's seen classes as in-vocabulary "
                    "(FC-CLIP: 0.4,0.8)")
+    p.add_argument("--probe", type=int, default=120, metavar="N",
+                   help="the unseen-thing probe (ovseg_core.shapes.probe): N scenes with one unseen thing each, "
+                   "seeds SEED + 50000 + i; 0: skip")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="out/shapes/eval.json")
     args = p.parse_args(argv)
@@ -318,6 +325,10 @@ def main(argv=None):
     if "standard" in report:    # its keys at the top level too, as before the layouts
         report.update({key: value for key, value in report["standard"].items() if key != "seconds"})
 
+    if args.probe:
+        seeds = range(args.seed + PROBE_OFFSET, args.seed + PROBE_OFFSET + args.probe)
+        report["unseen thing probe"] = {"seeds": [seeds.start, seeds.stop - 1],
+                                        **summarize_probe(probe(segmenter, tqdm(seeds, desc="probe", file=sys.stderr)))}
     clip = create_clip(MODEL, resolve_path(cfg.clip.pretrained), args.preset)
     import open_clip
     report["clip zero-shot accuracy"] = {k: 100 * v for k, v in zero_shot_accuracy(
@@ -414,6 +425,13 @@ def format_report(report: dict) -> str:
         lines += [""] + _side_by_side(report, layouts)
     lines += ["", "clip zero-shot accuracy: " + ", ".join(f"{k} {v:.1f}%"
                                                           for k, v in report["clip zero-shot accuracy"].items())]
+    if "unseen thing probe" in report:
+        pr = report["unseen thing probe"]
+        lines.append(f"unseen-thing probe ({pr['scenes']} scenes, seeds {pr['seeds'][0]}...{pr['seeds'][1]}, one unseen "
+                     f"thing each): named right at IoU > 0.5 {pr['hits']}/{pr['scenes']} = {100 * pr['hit rate']:.1f}% "
+                     f"(chance {100 * pr['chance hit rate']:.1f}%), found {100 * pr['found rate']:.1f}%, of the found "
+                     f"color right {100 * pr['color right of found']:.1f}%, shape right "
+                     f"{100 * pr['shape right of found']:.1f}%")
     lines.append(f"{report['seconds']} s" + "".join(f", {name} {report[name]['seconds']} s" for name in layouts))
     return "\n".join(lines)
 

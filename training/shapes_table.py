@@ -43,16 +43,29 @@ def _pq(section: dict, key: str, group: str) -> str:
     return text + (f" ({cell['TP']}/{cell['GT segments']})" if group == "unseen things" else "")
 
 
+def _probe(report: dict, chance: bool = False) -> str:
+    """The unseen-thing probe's hits (named right at IoU > 0.5) of its scenes, or its chance."""
+    pr = report.get("unseen thing probe")
+    if not pr:
+        return "-"
+    if chance:
+        return f"{100 * pr['chance hit rate']:.1f}%"
+    return f"{pr['hits']}/{pr['scenes']} ({100 * pr['hit rate']:.1f}%)"
+
+
 def predicted_table(rows: List[Tuple[str, dict, str]], layout: str) -> List[str]:
-    head = ["row"] + [f"PQ {g}" for g in GROUPS] + ["mIoU", "train"]
+    probe = layout == "standard"
+    head = ["row"] + [f"PQ {g}" for g in GROUPS] + ["mIoU"] + (["unseen-thing probe"] if probe else []) + ["train"]
     lines = [f"**{layout}** layout, predicted masks (in brackets: unseen-thing GT segments matched / all)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, report, train in rows:
         s = report[layout]
         lines.append("| " + " | ".join([label] + [_pq(s, PRED, g) for g in GROUPS]
-                                       + [f"{s[PRED]['all']['mIoU']:.1f}", train]) + " |")
+                                       + [f"{s[PRED]['all']['mIoU']:.1f}"] + ([_probe(report)] if probe else [])
+                                       + [train]) + " |")
         lines.append("| " + " | ".join(["&nbsp;&nbsp;chance"] + [_pq(s, PRED + CHANCE, g) for g in GROUPS]
-                                       + [f"{s[PRED + CHANCE]['all']['mIoU']:.1f}", ""]) + " |")
+                                       + [f"{s[PRED + CHANCE]['all']['mIoU']:.1f}"]
+                                       + ([_probe(report, chance=True)] if probe else []) + [""]) + " |")
     return lines
 
 
