@@ -215,3 +215,21 @@ def test_eval_shapes_refuses_a_bad_override():
         eval_shapes.main(["--num", "1", "--set", "classifier.type"])
     with pytest.raises(SystemExit):
         eval_shapes.main(["--num", "1", "--ensemble", "0.4"])
+
+
+def test_diagnose_shapes_reports_text_and_mask_token_factors(tmp_path, capsys):
+    """training/diagnose_shapes.py: the text tower's shape separation and compositionality,
+    and the mask tokens' nearest shape / color words, seen and unseen things apart."""
+    import diagnose_shapes
+    out = tmp_path / "diag.json"
+    diagnose_shapes.main(["--num", "2", "--seed", "900000", "--threads", "1", "--out", str(out)])
+    report = json.loads(out.read_text())
+    text = report["text"]
+    assert -1 <= text["cos red circle / red square"] <= 1 and 0 <= text["analogy right"] <= 6
+    assert set(text["analogy nearest"]) == {"red star", "orange hexagon", "yellow cross", "green circle",
+                                            "blue square", "purple triangle"}
+    tokens = report["mask tokens, oracle masks"]
+    assert set(tokens) == {"seen things", "unseen things"}
+    assert sum(row["things"] for row in tokens.values()) > 0
+    assert all(0 <= row[k] <= 100 for row in tokens.values() for k in ("class", "shape word", "color word"))
+    assert "analogy right for" in capsys.readouterr().out
