@@ -24,7 +24,8 @@ LAYOUTS = ("standard", "variants")
 
 def _run(out_dir, *extra):
     out = Path(out_dir) / "eval.json"
-    eval_shapes.main(["--num", "3", "--seed", "900000", "--threads", "1", "--out", str(out), *extra])
+    # a short probe (the default 120 scenes is for the README's numbers)
+    eval_shapes.main(["--num", "3", "--seed", "900000", "--threads", "1", "--probe", "6", "--out", str(out), *extra])
     return json.loads(out.read_text())
 
 
@@ -59,9 +60,12 @@ def test_report_has_every_group_and_a_chance_row_per_mask_source(shipped):
         assert shipped[key] == shipped["standard"][key]
     assert shipped["variants"]["variants"][1] == "256x144, vertical stuff bands, thick outline"
     assert shipped["standard"]["predicted masks"] != shipped["variants"]["predicted masks"]
+    probe = shipped["unseen thing probe"]   # scenes with one unseen thing each, past the evaluated seeds
+    assert probe["scenes"] == 6 and probe["seeds"] == [950_000, 950_005]
+    assert 0 <= probe["hits"] <= 6 and probe["chance hit rate"] == probe["found rate"] / 36
     text = eval_shapes.format_report(shipped)
     for words in ("unseen things", "predicted masks, random labels", "predicted masks, oracle classes",
-                  "== variants", "layouts side by side", "seen things", "proposal recall"):
+                  "== variants", "layouts side by side", "seen things", "proposal recall", "unseen-thing probe"):
         assert words in text
 
 

@@ -122,7 +122,6 @@ def _gt(scene: Scene) -> List[dict]:
     return [{"id": s["id"], "category_id": s["category_id"] - 1, "iscrowd": 0} for s in scene.segments]
 
 
-MASK_ROWS = ("predicted masks", "oracle masks")
 CHANCE = ", random labels"       # suffix of the chance row of each mask row
 ORACLE_CLASSES = "predicted masks, oracle classes"
 ROWS = ("predicted masks", "predicted masks" + CHANCE, ORACLE_CLASSES, "oracle masks", "oracle masks" + CHANCE)
@@ -170,8 +169,12 @@ def evaluate_segmenter(segmenter, scenes: List[Scene], vocab: Vocabulary, groups
         gt_semantic = scene.semantic_map()
         proposals = oracle([scene.masks()])
         rng = np.random.default_rng([seed, i])
-        for key, props in zip(MASK_ROWS, (None, proposals)):
-            r = segmenter(scene.image, vocab, proposals=props)
+        image = torch.from_numpy(scene.image).permute(2, 0, 1)[None].float() / 255.0
+        with torch.no_grad():   # one classifier pass on the oracle masks: their row and the accuracy below
+            _, probs = segmenter.predict(image.to(segmenter.device), vocab, proposals)
+        oracle_result = segmenter._postprocess(probs[0], proposals.masks[0], (1.0, 1.0), scene.segment_map.shape,
+                                               vocab, None)
+        for key, r in (("predicted masks", segmenter(scene.image, vocab)), ("oracle masks", oracle_result)):
             segments = [{"id": s.id, "category_id": s.class_index} for s in r.segments]
             pq[key] += pq_image(scene.segment_map, gt_segments, r.segment_map, segments, k)
             sem[key].update(r.semantic_map, gt_semantic)
@@ -179,14 +182,11 @@ def evaluate_segmenter(segmenter, scenes: List[Scene], vocab: Vocabulary, groups
                 r.segment_map, segments, r.semantic_map, vocab.is_thing, rng)
             pq[key + CHANCE] += pq_image(scene.segment_map, gt_segments, chance_map, chance_segments, k)
             sem[key + CHANCE].update(chance_semantic, gt_semantic)
-        image = torch.from_numpy(scene.image).permute(2, 0, 1)[None].float() / 255.0
         masks, r = oracle_class_result(segmenter, image, scene, vocab)
         add_recall_hits(hits, scene, masks > 0)
         segments = [{"id": s.id, "category_id": s.class_index} for s in r.segments]
         pq[ORACLE_CLASSES] += pq_image(scene.segment_map, gt_segments, r.segment_map, segments, k)
         sem[ORACLE_CLASSES].update(r.semantic_map, gt_semantic)
-        with torch.no_grad():
-            _, probs = segmenter.predict(image.to(segmenter.device), vocab, proposals)
         pred = probs[0, :, :k].argmax(-1).tolist()
         for seg, p in zip(scene.segments, pred):
             right = p == seg["category_id"] - 1

@@ -52,9 +52,9 @@ def summarize(records: List[dict]) -> dict:
     world = load_classes()
     found = [r for r in records if r["iou"] > 0.5]
     n = max(1, len(records))
+    hits = sum(r["label"] == r["thing"] for r in found)
     half = lambda r, i: r["label"] is not None and r["label"].split(" ")[i] == r["thing"].split(" ")[i]  # noqa: E731
-    return {"scenes": len(records), "hits": sum(r["label"] == r["thing"] for r in found),
-            "hit rate": sum(r["label"] == r["thing"] for r in found) / n, "found rate": len(found) / n,
+    return {"scenes": len(records), "hits": hits, "hit rate": hits / n, "found rate": len(found) / n,
             "color right of found": float(np.mean([half(r, 0) for r in found])) if found else float("nan"),
             "shape right of found": float(np.mean([half(r, -1) for r in found])) if found else float("nan"),
             "chance hit rate": len(found) / n / len(world.things)}
