@@ -11,6 +11,8 @@ Variants (all built from ``config/presets/shapes.yaml`` with dotted overrides):
   adapter       the Distribution Adapter alone (2 layers)
   mask_pooling  FC-CLIP's mask pooling (one plain CLIP forward, features pooled per mask)
   mask_adapter  Mask-Adapter (adapter_hidden 64)
+  proposals_128 the preset's classifier with Mask2Former fed at 128 px instead of the
+                preset's 192 (issue 13, section 3): what the larger input costs, in (b)
 
 SMART's, SMA's, the adapters' and the learned void's new modules are at their random
 initialisation (no trained delta is loaded): timing does not depend on their values.
@@ -70,6 +72,7 @@ VARIANTS: Dict[str, tuple] = {
     "mask_pooling": ("mask pooling (FC-CLIP)", {"classifier.type": "mask_pooling"}),
     "mask_adapter": ("Mask-Adapter (hidden 64)", {"classifier.type": "mask_adapter",
                                                   "classifier.adapter_hidden": 64}),
+    "proposals_128": ("Mask2Former input 128 px (before 192)", {"proposals.input_size": 128}),
 }
 
 

@@ -56,6 +56,7 @@ def test_report_has_every_group_and_a_chance_row_per_mask_source(shipped):
         # the classifier beats random labels on the same oracle masks (stuff: 99% vs 1 in 8)
         assert section["oracle masks"]["all"]["TP"] > section["oracle masks, random labels"]["all"]["TP"]
         assert set(section["proposal recall"]) >= {"thing", "stuff", "seen", "unseen"}
+        assert set(section["kept by the merge"]) == set(section["proposal recall"])
     for key in (*ROWS, "oracle segment accuracy", "proposal recall", "size"):
         assert shipped[key] == shipped["standard"][key]
     assert shipped["variants"]["variants"][1] == "256x144, vertical stuff bands, thick outline"
@@ -102,6 +103,7 @@ def test_oracle_classes_on_perfect_masks_score_full_marks():
 
     cfg = load_preset("shapes")
     cfg.device = "cpu"
+    cfg.proposals.input_size = 128  # the scenes' own size: the stand-in finds each image by its bytes
     segmenter = build_from_config(cfg)
     segmenter.proposals = GroundTruthProposals()
     world = load_classes()
@@ -111,6 +113,7 @@ def test_oracle_classes_on_perfect_masks_score_full_marks():
     assert row["PQ"] == pytest.approx(100) and row["TP"] == row["GT segments"] == sum(len(s.segments) for s in scenes)
     assert result["predicted masks, oracle classes"]["all"]["mIoU"] == pytest.approx(100)
     assert all(v == 100 for v in result["proposal recall"].values())
+    assert result["kept by the merge"] == result["proposal recall"]
 
 
 def test_layouts_option():
@@ -119,6 +122,10 @@ def test_layouts_option():
     for bad in ("", "standard,standard", "squashed"):
         with pytest.raises(Exception, match="standard, variants"):
             eval_shapes.parse_layouts(bad)
+    assert eval_shapes.parse_radius("4,7") == (4.0, 7.0)
+    for bad in ("4", "7,4", "0,3", "a,b"):
+        with pytest.raises(Exception, match="LO"):
+            eval_shapes.parse_radius(bad)
 
 
 def test_random_labels_keep_each_segment_and_its_kind():

@@ -28,7 +28,9 @@ noise and JPEG; never used in training), each layout as its own table and side b
   how often its color and its shape alone are right (chance 1/6 each);
 - proposal recall on the same scenes: share of ground-truth segments some proposal
   (resized back from the mask generator's input as the pipeline does) covers with IoU >
-  0.5;
+  0.5, with small things (under 15 px across) apart; and how many of them the panoptic
+  merge keeps: share of ground-truth segments that a segment of the "oracle classes"
+  result covers with IoU > 0.5 (a covered thing can still lose its pixels to stuff);
 - CLIP's zero-shot accuracy on single-object views, seen vs unseen things (one number,
   not per layout).
 
@@ -162,7 +164,7 @@ def evaluate_segmenter(segmenter, scenes: List[Scene], vocab: Vocabulary, groups
     sem = {key: SemanticStat(k) for key in ROWS}
     oracle = OracleProposals()
     correct = defaultdict(list)
-    hits = {}
+    hits, kept = {}, {}
     unseen = load_classes().unseen
     for i, scene in enumerate(tqdm(scenes, desc=desc, file=sys.stderr)):
         gt_segments = _gt(scene)
@@ -184,6 +186,8 @@ def evaluate_segmenter(segmenter, scenes: List[Scene], vocab: Vocabulary, groups
             sem[key + CHANCE].update(chance_semantic, gt_semantic)
         masks, r = oracle_class_result(segmenter, image, scene, vocab)
         add_recall_hits(hits, scene, masks > 0)
+        ids = torch.tensor([s.id for s in r.segments], dtype=torch.int64)
+        add_recall_hits(kept, scene, torch.from_numpy(r.segment_map.astype(np.int64))[None] == ids[:, None, None])
         segments = [{"id": s.id, "category_id": s.class_index} for s in r.segments]
         pq[ORACLE_CLASSES] += pq_image(scene.segment_map, gt_segments, r.segment_map, segments, k)
         sem[ORACLE_CLASSES].update(r.semantic_map, gt_semantic)
@@ -210,6 +214,8 @@ def evaluate_segmenter(segmenter, scenes: List[Scene], vocab: Vocabulary, groups
     result["oracle segment accuracy"]["chance"] = 100 / k
     result["oracle segment accuracy"]["chance color / shape"] = 100 / len(load_classes().colors)
     result["proposal recall"] = {key: 100 * v for key, v in recall_summary(hits).items()}
+    result["kept by the merge"] = {key: 100 * v for key, v in recall_summary(kept).items()}
+    result["recall segments"] = {key: len(hits[key]) for key in recall_summary(hits)}  # each share's denominator
     return result
 
 
@@ -262,6 +268,16 @@ def add_frozen_half(segmenter, cfg, world, alpha: float, beta: float) -> None:
     segmenter.seen_classes = frozenset(world.seen(world.names))
 
 
+def parse_radius(text: str) -> Tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: want LO,HI in px, e.g. 4,7") from None
+    if not 0 < lo <= hi:
+        raise argparse.ArgumentTypeError(f"{text!r}: want 0 < LO <= HI")
+    return lo, hi
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="shapes", help="a preset name or YAML path (a training run's "
@@ -270,6 +286,9 @@ def main(argv=None):
     p.add_argument("--num", type=int, default=100, help="fresh scenes per layout")
     p.add_argument("--seed", type=int, default=100_000, help="scene i has seed SEED + i")
     p.add_argument("--size", type=int, default=128, help="the standard layout's scene size (variants have theirs)")
+    p.add_argument("--radius", metavar="LO,HI", type=parse_radius,
+                   help="the standard layout's thing circumradius range in px instead of 8,26 (e.g. 4,7: "
+                        "things under 15 px across, for small-thing recall)")
     p.add_argument("--layouts", type=parse_layouts, default=list(LAYOUTS),
                    help="comma-separated: standard (generate_scene at --size), variants (ShapesWorld's "
                    "LAYOUT_VARIANTS, scene i in variant (SEED + i) mod %d); default: both" % len(LAYOUT_VARIANTS))
@@ -311,9 +330,12 @@ def main(argv=None):
               "clip weights": args.clip_weights or "the preset's",
               "clip input size": cfg.clip.input_size, "scenes": args.num,
               "seed": args.seed, "size": args.size, "layouts": args.layouts}
+    if args.radius:
+        report["radius"] = list(args.radius)
     for layout in args.layouts:
         began = time.time()
-        scenes = [layout_scene(args.seed + i, layout, size=args.size) for i in range(args.num)]
+        options = {"radius": args.radius} if args.radius and layout == "standard" else {}
+        scenes = [layout_scene(args.seed + i, layout, size=args.size, **options) for i in range(args.num)]
         section = {"scenes": args.num, "seed": args.seed}
         if layout == "standard":
             section["size"] = args.size
@@ -383,6 +405,9 @@ def _layout_section(name: str, section: dict) -> List[str]:
     if "proposal recall" in section:
         lines.append("proposal recall (IoU > 0.5): " + ", ".join(f"{k} {v:.1f}%"
                                                                  for k, v in section["proposal recall"].items()))
+    if "kept by the merge" in section:
+        lines.append("kept by the merge (a segment of the oracle-class result, IoU > 0.5): " + ", ".join(
+            f"{k} {v:.1f}%" for k, v in section["kept by the merge"].items()))
     return lines
 
 
@@ -404,11 +429,13 @@ def _side_by_side(report: dict, layouts: Sequence[str]) -> List[str]:
         "".join(f"{n:>10s}" for n in acc.values()) for _ in layouts))
     lines.append(f"{'':33s} " + " | ".join("".join(f"{report[name]['oracle segment accuracy'][k]:10.1f}"
                                                    for k in acc) for name in layouts))
-    rec = ("thing", "stuff", "seen", "unseen", "unseen things")
-    lines.append(f"{'proposal recall, %':33s} " + " | ".join(
-        "".join(f"{n.replace('things', 'th'):>10s}" for n in rec) for _ in layouts))
-    lines.append(f"{'':33s} " + " | ".join("".join(f"{report[name]['proposal recall'].get(k, float('nan')):10.1f}"
-                                                   for k in rec) for name in layouts))
+    rec = ("thing", "stuff", "seen", "unseen", "unseen things", "small things")
+    for key in ("proposal recall", "kept by the merge"):
+        if all(key in report[name] for name in layouts):
+            lines.append(f"{key + ', %':33s} " + " | ".join(
+                "".join(f"{n.replace('things', 'th'):>10s}" for n in rec) for _ in layouts))
+            lines.append(f"{'':33s} " + " | ".join("".join(f"{report[name][key].get(k, float('nan')):10.1f}"
+                                                           for k in rec) for name in layouts))
     return lines
 
 

@@ -8,6 +8,11 @@ read from metrics.csv). Prints, for each layout in the reports, one table with p
 masks (every row followed by its chance row: the same masks with random labels) and one
 with the oracle analysis (ground-truth masks; predicted masks with oracle classes).
 Unseen things are reported alone, with the GT segments matched (TP / GT).
+
+``--proposals`` prints one table for comparing mask generators and merge settings
+instead (issue 13, section 3): per layout, thing recall (a proposal with IoU > 0.5),
+small-thing recall (under 15 px across), things kept by the merge (with oracle classes),
+then PQ all and PQ unseen things with predicted masks.
 """
 from __future__ import annotations
 
@@ -86,9 +91,28 @@ def oracle_table(rows: List[Tuple[str, dict, str]], layout: str) -> List[str]:
     return lines
 
 
+def proposals_table(rows: List[Tuple[str, dict, str]], layouts: List[str]) -> List[str]:
+    cols = ("thing recall", "small things", "things kept by the merge", "PQ all", "PQ unseen things")
+    head = ["row"] + [f"{c} ({layout})" for layout in layouts for c in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, report, _ in rows:
+        cells = [label]
+        for layout in layouts:
+            s = report[layout]
+            recall, kept = s["proposal recall"], s.get("kept by the merge", {})
+            small = (f"{recall['small things']:.1f}% (of {s['recall segments']['small things']})"
+                     if "small things" in s.get("recall segments", {}) else "-")
+            cells += [f"{recall['thing']:.1f}%", small,
+                      f"{kept['thing']:.1f}%" if kept else "-", f"{s[PRED]['all']['PQ']:.1f}",
+                      _pq(s, PRED, "unseen things")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("rows", nargs="+", metavar="LABEL=REPORT.json[:RUN_DIR]")
+    p.add_argument("--proposals", action="store_true", help="one table of proposal recall, merge and PQ")
     args = p.parse_args(argv)
     rows = []
     for item in args.rows:
@@ -108,6 +132,9 @@ def main(argv=None) -> int:
         p.error("the reports share no layout (re-run training/eval_shapes.py: older reports have none)")
     first = rows[0][1]
     print(f"scenes per layout: {first['scenes']}, seeds {first['seed']}...{first['seed'] + first['scenes'] - 1}\n")
+    if args.proposals:
+        print("\n".join(proposals_table(rows, layouts)))
+        return 0
     for layout in layouts:
         print("\n".join(predicted_table(rows, layout)) + "\n")
     for layout in layouts:

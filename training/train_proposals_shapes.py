@@ -5,6 +5,13 @@ no-object probability becomes the pipeline's objectness.
     .venv/bin/python training/train_proposals_shapes.py --steps 3000 --seed 0 \
         --out weights/shapes/proposals
 
+``--data multiscale`` (issue 13, section 3) draws each scene at a random size from 0.75x
+to 1.75x the training size and resizes it to the training size (or to one of
+``--sizes``, per step), so textures and things come at many scales, and draws 40% of the
+scenes with many small things (radius 4-12 px): more small things for the proposals to
+find. Scenes stay square, in the standard layout (the layout variants are never trained
+on). ``--init DIR`` starts from a saved model (fine-tuning, or resuming a run).
+
 Scenes hold seen classes only (ovseg_core/shapes/split.json): unseen things and stuff
 never take part in segmentation training. Scene i of step s has seed
 ``numpy.random.default_rng([seed, s])``'s i-th draw, so the command reproduces the run.
@@ -19,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -35,23 +43,41 @@ ARCH = dict(backbone_config=dict(embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1
             train_num_points=2048)
 
 
-def training_batch(rng: np.random.Generator, batch: int, size: int):
+def multiscale_scene(rng: np.random.Generator, size: int, classes):
+    """A seen-class scene drawn at a random scale and resized to ``size``: image [size,
+    size, 3] uint8 and masks [N, size, size] bool (segments the resize erased left out)."""
+    source = int(rng.integers(size * 3 // 4, size * 7 // 4 + 1))
+    small = rng.random() < 0.4
+    scene = generate_scene(rng, size=source, num_things=(2, 8) if small else (1, 6),
+                           radius=(4, 12) if small else (5, 30), classes=classes)
+    image = cv2.resize(scene.image, (size, size), interpolation=cv2.INTER_AREA if source > size else cv2.INTER_LINEAR)
+    segment_map = cv2.resize(scene.segment_map, (size, size), interpolation=cv2.INTER_NEAREST)
+    ids = np.array([s["id"] for s in scene.segments])
+    masks = segment_map[None] == ids[:, None, None]
+    return image, masks[masks.any((1, 2))]
+
+
+def training_batch(rng: np.random.Generator, batch: int, size: int, data: str = "standard"):
     """Seen-class scenes -> images [B, 3, H, W] in [0, 1] and per-image [N, H, W] masks."""
     seen = load_classes().seen(load_classes().names)
-    scenes = [generate_scene(rng, size=size, num_things=(1, 6), classes=seen) for _ in range(batch)]
-    images = torch.from_numpy(np.stack([s.image for s in scenes])).permute(0, 3, 1, 2).float() / 255.0
-    masks = [torch.from_numpy(s.masks()).float() for s in scenes]
-    return images, masks
+    if data == "multiscale":
+        drawn = [multiscale_scene(rng, size, seen) for _ in range(batch)]
+    else:
+        drawn = [(s.image, s.masks()) for s in (generate_scene(rng, size=size, num_things=(1, 6), classes=seen)
+                                                for _ in range(batch))]
+    images = torch.from_numpy(np.stack([image for image, _ in drawn])).permute(0, 3, 1, 2).float() / 255.0
+    return images, [torch.from_numpy(m).float() for _, m in drawn]
 
 
-RECALL_GROUPS = ("thing", "stuff", "seen", "unseen", "unseen things")
+RECALL_GROUPS = ("thing", "stuff", "seen", "unseen", "unseen things", "small things")
+SMALL_THING = 15  # px: a thing whose visible extent (bounding box, longer side) is below this is "small"
 
 
 def add_recall_hits(hits: dict, scene, pred: torch.Tensor, iou: float = 0.5) -> dict:
     """Adds one scene to ``hits`` (group -> list of bools): whether some predicted mask
     (bool [Q, H, W] at the scene's size) covers each ground-truth segment with IoU >
     ``iou``, under its kind (thing / stuff), its split (seen / unseen) and, for unseen
-    things, that group too."""
+    things and for small things (under ``SMALL_THING`` px across), that group too."""
     unseen = load_classes().unseen
     gt = torch.from_numpy(scene.masks())
     pred = pred.to(torch.bool).cpu()
@@ -64,6 +90,8 @@ def add_recall_hits(hits: dict, scene, pred: torch.Tensor, iou: float = 0.5) -> 
         hits.setdefault("unseen" if seg["class_name"] in unseen else "seen", []).append(hit)
         if seg["isthing"] and seg["class_name"] in unseen:
             hits.setdefault("unseen things", []).append(hit)
+        if seg["isthing"] and max(seg["bbox"][2:]) < SMALL_THING:
+            hits.setdefault("small things", []).append(hit)
     return hits
 
 
@@ -96,6 +124,11 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--size", type=int, default=128)
+    p.add_argument("--sizes", help="comma-separated training sizes, one drawn per step (multi-scale input); "
+                                   "default: --size")
+    p.add_argument("--data", choices=("standard", "multiscale"), default="standard",
+                   help="standard: today's scenes; multiscale: random scales and more small things (docstring)")
+    p.add_argument("--init", help="a save_pretrained Mask2Former directory to start from (fine-tune / resume)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-every", type=int, default=500)
@@ -106,7 +139,12 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    proposals = Mask2FormerProposals.from_arch("tiny", **copy.deepcopy(ARCH))
+    if args.init:
+        proposals = Mask2FormerProposals.from_pretrained(args.init)
+        proposals.model.float()
+    else:
+        proposals = Mask2FormerProposals.from_arch("tiny", **copy.deepcopy(ARCH))
+    sizes = [int(v) for v in args.sizes.split(",")] if args.sizes else [args.size]
     model = proposals.model  # the wrapper keeps itself frozen; train the model inside it
     model.requires_grad_(True)
     model.train()
@@ -117,7 +155,9 @@ def main(argv=None):
     start = time.time()
     bar = tqdm(range(args.steps), desc="Mask2Former", mininterval=5)
     for step in bar:
-        images, masks = training_batch(np.random.default_rng([args.seed, step]), args.batch, args.size)
+        rng = np.random.default_rng([args.seed, step])
+        size = sizes[int(rng.integers(len(sizes)))] if len(sizes) > 1 else sizes[0]
+        images, masks = training_batch(rng, args.batch, size, args.data)
         pixels = (images - proposals.pixel_mean) / proposals.pixel_std
         out = model(pixel_values=pixels, mask_labels=masks,
                     class_labels=[torch.zeros(len(m), dtype=torch.long) for m in masks])
@@ -134,8 +174,8 @@ def main(argv=None):
             model.eval()
             recall = proposal_recall(proposals, classes=seen)
             model.train()
-            logging.info("step %d proposal recall (IoU > 0.5, seen scenes): things %.3f stuff %.3f", step + 1,
-                         recall["thing"], recall["stuff"])
+            logging.info("step %d proposal recall (IoU > 0.5, seen scenes): things %.3f stuff %.3f small things %.3f",
+                         step + 1, recall["thing"], recall["stuff"], recall.get("small things", float("nan")))
             proposals.save_pretrained(args.checkpoint)
     model.eval()
     copy.deepcopy(model).half().save_pretrained(args.out)
