@@ -10,7 +10,8 @@ to 1.75x the training size and resizes it to the training size (or to one of
 ``--sizes``, per step), so textures and things come at many scales, and draws 40% of the
 scenes with many small things (radius 4-12 px): more small things for the proposals to
 find. Scenes stay square, in the standard layout (the layout variants are never trained
-on). ``--init DIR`` starts from a saved model (fine-tuning, or resuming a run).
+on). ``--init DIR`` starts from a saved model's weights (fine-tuning; the optimizer and
+the learning-rate schedule start afresh, so it continues a run only approximately).
 
 Scenes hold seen classes only (ovseg_core/shapes/split.json): unseen things and stuff
 never take part in segmentation training. Scene i of step s has seed
@@ -128,7 +129,8 @@ def main(argv=None):
                                    "default: --size")
     p.add_argument("--data", choices=("standard", "multiscale"), default="standard",
                    help="standard: today's scenes; multiscale: random scales and more small things (docstring)")
-    p.add_argument("--init", help="a save_pretrained Mask2Former directory to start from (fine-tune / resume)")
+    p.add_argument("--init", help="a save_pretrained Mask2Former directory whose weights to start from (fine-tuning; "
+                        "optimizer and schedule start afresh)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-every", type=int, default=500)
