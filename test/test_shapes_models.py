@@ -158,13 +158,13 @@ UNSEEN_PROBE_SEEDS = range(510_000, 510_060)
 def test_unseen_things_are_found_and_named_at_their_measured_rate(segmenter, vocabulary):
     """A rate, not a scene: on 240 other probe scenes (seeds 520000-520239, README
     "Proposals and merge") the shipped preset named the unseen thing right at IoU > 0.5 in
-    65 (27.1%; chance 2.4%: the segment found, a thing class drawn at random). Over these
-    60 scenes that is 16.25 expected, standard deviation 3.4, so at least 9 (the rate minus
-    two standard deviations); random labels reach 9 with probability under 1e-4. (With
+    60 (25.0%; chance 2.3%: the segment found, a thing class drawn at random). Over these
+    60 scenes that is 15 expected, standard deviation 3.4, so at least 8 (the rate minus
+    two standard deviations); random labels reach 8 with probability under 1e-4. (With
     the first Mask2Former the rate was 35 of 240 and the floor 3.)"""
     records = probe(segmenter, UNSEEN_PROBE_SEEDS, vocabulary)
     summary = summarize(records)
-    assert summary["hits"] >= 9, [(r["thing"], r["label"], round(r["iou"], 2)) for r in records]
+    assert summary["hits"] >= 8, [(r["thing"], r["label"], round(r["iou"], 2)) for r in records]
     # the color half is what the mask tokens know best (README): right for most found things
     assert summary["color right of found"] >= 0.8, summary
 
@@ -172,15 +172,15 @@ def test_unseen_things_are_found_and_named_at_their_measured_rate(segmenter, voc
 # Fresh scenes for the mask generator's rate, standard layout and layout variants, on
 # seeds used nowhere else.
 PROPOSAL_SEEDS = range(540_000, 540_030)
-# README "Proposals and merge": fresh seeds 777000-777099, 237/299 and 224/302 things
-RATE_STANDARD, RATE_VARIANTS = 0.793, 0.742
+# README "Proposals and merge": fresh seeds 777000-777099, 240/299 and 238/302 things
+RATE_STANDARD, RATE_VARIANTS = 0.803, 0.788
 
 
 def test_proposals_cover_things_at_their_measured_rate(segmenter):
     """A rate over many scenes: the share of ground-truth things that some proposal covers
     with IoU > 0.5 (through the preset's resize, as the pipeline serves them). On 100
     fresh scenes per layout (README, "Proposals and merge") the shipped Mask2Former
-    covered 79.3% of things in the standard layout and 74.2% in the variants (the first
+    covered 80.3% of things in the standard layout and 78.8% in the variants (the first
     one: 69.2% / 57.3%); over these 30 scenes per layout the test wants the measured rate
     minus two standard deviations."""
     import sys
