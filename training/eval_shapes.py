@@ -30,7 +30,8 @@ noise and JPEG; never used in training), each layout as its own table and side b
   (resized back from the mask generator's input as the pipeline does) covers with IoU >
   0.5, with small things (under 15 px across) apart; and how many of them the panoptic
   merge keeps: share of ground-truth segments that a segment of the "oracle classes"
-  result covers with IoU > 0.5 (a covered thing can still lose its pixels to stuff);
+  result covers with IoU > 0.5 (a covered thing can still lose its pixels to a duplicate
+  proposal or to stuff);
 - CLIP's zero-shot accuracy on single-object views, seen vs unseen things (one number,
   not per layout).
 
@@ -70,7 +71,7 @@ from ovseg_core.structures import MaskProposals  # noqa: E402
 from ovseg_core.vocabulary import Vocabulary  # noqa: E402
 from ovseg_core.weights import create_clip  # noqa: E402
 from train_clip_shapes import MODEL, zero_shot_accuracy  # noqa: E402
-from train_proposals_shapes import add_recall_hits, recall_summary  # noqa: E402
+from train_proposals_shapes import RECALL_GROUPS, add_recall_hits, recall_summary  # noqa: E402
 
 
 def group_summary(pq: PQStat, sem: SemanticStat, vocab: Vocabulary,
@@ -429,7 +430,7 @@ def _side_by_side(report: dict, layouts: Sequence[str]) -> List[str]:
         "".join(f"{n:>10s}" for n in acc.values()) for _ in layouts))
     lines.append(f"{'':33s} " + " | ".join("".join(f"{report[name]['oracle segment accuracy'][k]:10.1f}"
                                                    for k in acc) for name in layouts))
-    rec = ("thing", "stuff", "seen", "unseen", "unseen things", "small things")
+    rec = RECALL_GROUPS
     for key in ("proposal recall", "kept by the merge"):
         if all(key in report[name] for name in layouts):
             lines.append(f"{key + ', %':33s} " + " | ".join(

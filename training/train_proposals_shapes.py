@@ -176,8 +176,8 @@ def main(argv=None):
             model.eval()
             recall = proposal_recall(proposals, classes=seen)
             model.train()
-            logging.info("step %d proposal recall (IoU > 0.5, seen scenes): things %.3f stuff %.3f small things %.3f",
-                         step + 1, recall["thing"], recall["stuff"], recall.get("small things", float("nan")))
+            logging.info("step %d proposal recall (IoU > 0.5, seen scenes): things %.3f stuff %.3f", step + 1,
+                         recall["thing"], recall["stuff"])
             proposals.save_pretrained(args.checkpoint)
     model.eval()
     copy.deepcopy(model).half().save_pretrained(args.out)
