@@ -57,6 +57,8 @@ def test_report_has_every_group_and_a_chance_row_per_mask_source(shipped):
         assert section["oracle masks"]["all"]["TP"] > section["oracle masks, random labels"]["all"]["TP"]
         assert set(section["proposal recall"]) >= {"thing", "stuff", "seen", "unseen"}
         assert set(section["kept by the merge"]) == set(section["proposal recall"])
+        missed = round(section["recall segments"]["thing"] * (1 - section["proposal recall"]["thing"] / 100))
+        assert sum(section["missed things"].values()) == missed
     for key in (*ROWS, "oracle segment accuracy", "proposal recall", "size"):
         assert shipped[key] == shipped["standard"][key]
     assert shipped["variants"]["variants"][1] == "256x144, vertical stuff bands, thick outline"
@@ -66,7 +68,8 @@ def test_report_has_every_group_and_a_chance_row_per_mask_source(shipped):
     assert 0 <= probe["hits"] <= 6 and probe["chance hit rate"] == probe["found rate"] / 36
     text = eval_shapes.format_report(shipped)
     for words in ("unseen things", "predicted masks, random labels", "predicted masks, oracle classes",
-                  "== variants", "layouts side by side", "seen things", "proposal recall", "unseen-thing probe"):
+                  "== variants", "layouts side by side", "seen things", "proposal recall", "unseen-thing probe",
+                  "things no proposal covers"):
         assert words in text
 
 
@@ -244,3 +247,21 @@ def test_diagnose_shapes_reports_text_and_mask_token_factors(tmp_path, capsys):
     assert sum(row["things"] for row in tokens.values()) > 0
     assert all(0 <= row[k] <= 100 for row in tokens.values() for k in ("class", "shape word", "color word"))
     assert "analogy right for" in capsys.readouterr().out
+
+
+def test_shapes_table_renders_a_report_in_both_modes(shipped, tmp_path, capsys):
+    """training/shapes_table.py turns eval_shapes reports into the README's tables: one
+    row per report (and its chance row), a column group per layout; --proposals counts
+    the missed things with the report's own numbers."""
+    import shapes_table
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(shipped))
+    assert shapes_table.main([f"frozen={path}"]) == 0
+    text = capsys.readouterr().out
+    assert "| frozen |" in text and "chance" in text and "**variants**" in text
+    assert shapes_table.main(["--proposals", f"a={path}", f"b={path}"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| a |")]
+    missed = shipped["standard"]["missed things"]
+    assert len(rows) == 1 and f" {sum(missed.values())} ({missed['merged with a thing of its colour']}) " in rows[0]
+    with pytest.raises(SystemExit):
+        shapes_table.main(["no-equals-sign"])

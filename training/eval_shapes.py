@@ -71,7 +71,8 @@ from ovseg_core.structures import MaskProposals  # noqa: E402
 from ovseg_core.vocabulary import Vocabulary  # noqa: E402
 from ovseg_core.weights import create_clip  # noqa: E402
 from train_clip_shapes import MODEL, zero_shot_accuracy  # noqa: E402
-from train_proposals_shapes import RECALL_GROUPS, add_recall_hits, recall_summary  # noqa: E402
+from train_proposals_shapes import (MISS_CAUSES, RECALL_GROUPS, add_missed_things, add_recall_hits,  # noqa: E402
+                                    recall_summary)
 
 
 def group_summary(pq: PQStat, sem: SemanticStat, vocab: Vocabulary,
@@ -165,7 +166,7 @@ def evaluate_segmenter(segmenter, scenes: List[Scene], vocab: Vocabulary, groups
     sem = {key: SemanticStat(k) for key in ROWS}
     oracle = OracleProposals()
     correct = defaultdict(list)
-    hits, kept = {}, {}
+    hits, kept, missed = {}, {}, {}
     unseen = load_classes().unseen
     for i, scene in enumerate(tqdm(scenes, desc=desc, file=sys.stderr)):
         gt_segments = _gt(scene)
@@ -187,6 +188,7 @@ def evaluate_segmenter(segmenter, scenes: List[Scene], vocab: Vocabulary, groups
             sem[key + CHANCE].update(chance_semantic, gt_semantic)
         masks, r = oracle_class_result(segmenter, image, scene, vocab)
         add_recall_hits(hits, scene, masks > 0)
+        add_missed_things(missed, scene, masks > 0)
         ids = torch.tensor([s.id for s in r.segments], dtype=torch.int64)
         add_recall_hits(kept, scene, torch.from_numpy(r.segment_map.astype(np.int64))[None] == ids[:, None, None])
         segments = [{"id": s.id, "category_id": s.class_index} for s in r.segments]
@@ -217,6 +219,7 @@ def evaluate_segmenter(segmenter, scenes: List[Scene], vocab: Vocabulary, groups
     result["proposal recall"] = {key: 100 * v for key, v in recall_summary(hits).items()}
     result["kept by the merge"] = {key: 100 * v for key, v in recall_summary(kept).items()}
     result["recall segments"] = {key: len(hits[key]) for key in recall_summary(hits)}  # each share's denominator
+    result["missed things"] = {key: missed.get(key, 0) for key in MISS_CAUSES}
     return result
 
 
@@ -406,6 +409,10 @@ def _layout_section(name: str, section: dict) -> List[str]:
     if "proposal recall" in section:
         lines.append("proposal recall (IoU > 0.5): " + ", ".join(f"{k} {v:.1f}%"
                                                                  for k, v in section["proposal recall"].items()))
+    if "missed things" in section:
+        lines.append(f"things no proposal covers ({sum(section['missed things'].values())} of "
+                     f"{section['recall segments']['thing']}), by their best proposal: " + ", ".join(
+                         f"{k} {v}" for k, v in section["missed things"].items()))
     if "kept by the merge" in section:
         lines.append("kept by the merge (a segment of the oracle-class result, IoU > 0.5): " + ", ".join(
             f"{k} {v:.1f}%" for k, v in section["kept by the merge"].items()))

@@ -11,8 +11,9 @@ Unseen things are reported alone, with the GT segments matched (TP / GT).
 
 ``--proposals`` prints one table for comparing mask generators and merge settings
 instead (issue 13, section 3): per layout, thing recall (a proposal with IoU > 0.5),
-small-thing recall (under 15 px across), things kept by the merge (with oracle classes),
-then PQ all and PQ unseen things with predicted masks.
+small-thing recall (under 15 px across), things missed (in brackets: those whose best
+proposal covers them together with a thing of their colour), things kept by the merge
+(with oracle classes), then PQ all and PQ unseen things with predicted masks.
 """
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ def oracle_table(rows: List[Tuple[str, dict, str]], layout: str) -> List[str]:
 
 
 def proposals_table(rows: List[Tuple[str, dict, str]], layouts: List[str]) -> List[str]:
-    cols = ("thing recall", "small things", "things kept by the merge", "PQ all", "PQ unseen things")
+    cols = ("thing recall", "small things", "things missed (merged with one of its colour)",
+            "things kept by the merge", "PQ all", "PQ unseen things")
     head = ["row"] + [f"{c} ({layout})" for layout in layouts for c in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, report, _ in rows:
@@ -102,7 +104,9 @@ def proposals_table(rows: List[Tuple[str, dict, str]], layouts: List[str]) -> Li
             recall, kept = s["proposal recall"], s.get("kept by the merge", {})
             small = (f"{recall['small things']:.1f}% (of {s['recall segments']['small things']})"
                      if "small things" in s.get("recall segments", {}) else "-")
-            cells += [f"{recall['thing']:.1f}%", small,
+            missed = s.get("missed things")
+            missed = (f"{sum(missed.values())} ({missed['merged with a thing of its colour']})" if missed else "-")
+            cells += [f"{recall['thing']:.1f}%", small, missed,
                       f"{kept['thing']:.1f}%" if kept else "-", f"{s[PRED]['all']['PQ']:.1f}",
                       _pq(s, PRED, "unseen things")]
         lines.append("| " + " | ".join(cells) + " |")

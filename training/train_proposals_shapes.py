@@ -9,8 +9,11 @@ no-object probability becomes the pipeline's objectness.
 to 1.75x the training size and resizes it to the training size (or to one of
 ``--sizes``, per step), so textures and things come at many scales, and draws 40% of the
 scenes with many small things (radius 4-12 px): more small things for the proposals to
-find. Scenes stay square, in the standard layout (the layout variants are never trained
-on). ``--init DIR`` starts from a saved model's weights (fine-tuning; the optimizer and
+find. ``--same-color SHARE`` also draws that share of the multi-scale scenes with 2-6
+things of one colour: the shipped model's misses were mostly two separate things of one
+colour proposed as one mask (README, "Proposals and merge"), so these scenes teach it to
+tell look-alikes apart by where they are. Scenes stay square, in the standard layout (the
+layout variants are never trained on). ``--init DIR`` starts from a saved model's weights (fine-tuning; the optimizer and
 the learning-rate schedule start afresh, so it continues a run only approximately).
 
 Scenes hold seen classes only (ovseg_core/shapes/split.json): unseen things and stuff
@@ -44,12 +47,19 @@ ARCH = dict(backbone_config=dict(embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1
             train_num_points=2048)
 
 
-def multiscale_scene(rng: np.random.Generator, size: int, classes):
+def multiscale_scene(rng: np.random.Generator, size: int, classes, same_color: float = 0.0):
     """A seen-class scene drawn at a random scale and resized to ``size``: image [size,
-    size, 3] uint8 and masks [N, size, size] bool (segments the resize erased left out)."""
+    size, 3] uint8 and masks [N, size, size] bool (segments the resize erased left out).
+    With probability ``same_color`` its things all have one colour."""
     source = int(rng.integers(size * 3 // 4, size * 7 // 4 + 1))
     small = rng.random() < 0.4
-    scene = generate_scene(rng, size=source, num_things=(2, 8) if small else (1, 6),
+    num_things = (2, 8) if small else (1, 6)
+    if same_color and rng.random() < same_color:   # no draw at 0: the plain multi-scale data stays bit-identical
+        world = load_classes()
+        color = str(rng.choice(list(world.colors)))
+        classes = [c for c in classes if c in world.stuff or c.startswith(color + " ")]
+        num_things = (2, 8) if small else (2, 6)
+    scene = generate_scene(rng, size=source, num_things=num_things,
                            radius=(4, 12) if small else (5, 30), classes=classes)
     image = cv2.resize(scene.image, (size, size), interpolation=cv2.INTER_AREA if source > size else cv2.INTER_LINEAR)
     segment_map = cv2.resize(scene.segment_map, (size, size), interpolation=cv2.INTER_NEAREST)
@@ -58,11 +68,12 @@ def multiscale_scene(rng: np.random.Generator, size: int, classes):
     return image, masks[masks.any((1, 2))]
 
 
-def training_batch(rng: np.random.Generator, batch: int, size: int, data: str = "standard"):
+def training_batch(rng: np.random.Generator, batch: int, size: int, data: str = "standard",
+                   same_color: float = 0.0):
     """Seen-class scenes -> images [B, 3, H, W] in [0, 1] and per-image [N, H, W] masks."""
     seen = load_classes().seen(load_classes().names)
     if data == "multiscale":
-        drawn = [multiscale_scene(rng, size, seen) for _ in range(batch)]
+        drawn = [multiscale_scene(rng, size, seen, same_color) for _ in range(batch)]
     else:
         drawn = [(s.image, s.masks()) for s in (generate_scene(rng, size=size, num_things=(1, 6), classes=seen)
                                                 for _ in range(batch))]
@@ -94,6 +105,34 @@ def add_recall_hits(hits: dict, scene, pred: torch.Tensor, iou: float = 0.5) -> 
         if seg["isthing"] and max(seg["bbox"][2:]) < SMALL_THING:
             hits.setdefault("small things", []).append(hit)
     return hits
+
+
+MISS_CAUSES = ("merged with a thing of its colour", "merged with another thing", "other")
+
+
+def add_missed_things(causes: dict, scene, pred: torch.Tensor, iou: float = 0.5) -> dict:
+    """Adds to ``causes`` (cause -> count) why each ground-truth thing that no predicted
+    mask (bool [Q, H, W]) covers was missed: its best mask covers most of it together with
+    another thing (IoU > ``iou`` with their union; first: one of its colour), or not."""
+    gt = torch.from_numpy(scene.masks())
+    pred = pred.to(torch.bool).cpu()
+    if not len(pred):
+        return causes
+    inter = (gt[:, None] & pred[None]).flatten(2).sum(-1).float()
+    union = (gt[:, None] | pred[None]).flatten(2).sum(-1).float()
+    best_iou, best = (inter / union.clamp_min(1)).max(1)
+    for i, seg in enumerate(scene.segments):
+        if not seg["isthing"] or best_iou[i] > iou:
+            continue
+        mask = pred[best[i]]
+        partners = [o for j, o in enumerate(scene.segments) if j != i and o["isthing"]
+                    and (mask & gt[i]).sum() > iou * gt[i].sum()
+                    and (mask & (gt[i] | gt[j])).sum() > iou * (mask | gt[i] | gt[j]).sum()]
+        color = seg["class_name"].split(" ")[0]
+        cause = ("other" if not partners else MISS_CAUSES[0]
+                 if any(o["class_name"].split(" ")[0] == color for o in partners) else MISS_CAUSES[1])
+        causes[cause] = causes.get(cause, 0) + 1
+    return causes
 
 
 def recall_summary(hits: dict) -> dict:
@@ -129,6 +168,8 @@ def main(argv=None):
                                    "default: --size")
     p.add_argument("--data", choices=("standard", "multiscale"), default="standard",
                    help="standard: today's scenes; multiscale: random scales and more small things (docstring)")
+    p.add_argument("--same-color", type=float, default=0.0, metavar="SHARE",
+                   help="with --data multiscale: the share of scenes whose things all have one colour (docstring)")
     p.add_argument("--init", help="a save_pretrained Mask2Former directory whose weights to start from (fine-tuning; "
                         "optimizer and schedule start afresh)")
     p.add_argument("--seed", type=int, default=0)
@@ -138,6 +179,10 @@ def main(argv=None):
     p.add_argument("--checkpoint", default="out/shapes/proposals_last",
                    help="fp32 copy written at every evaluation (for inspection while training runs)")
     args = p.parse_args(argv)
+    if args.same_color and args.data != "multiscale":
+        p.error("--same-color needs --data multiscale")
+    if not 0.0 <= args.same_color <= 1.0:
+        p.error(f"--same-color is a share in [0, 1]; got {args.same_color}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -159,7 +204,7 @@ def main(argv=None):
     for step in bar:
         rng = np.random.default_rng([args.seed, step])
         size = sizes[int(rng.integers(len(sizes)))] if len(sizes) > 1 else sizes[0]
-        images, masks = training_batch(rng, args.batch, size, args.data)
+        images, masks = training_batch(rng, args.batch, size, args.data, args.same_color)
         pixels = (images - proposals.pixel_mean) / proposals.pixel_std
         out = model(pixel_values=pixels, mask_labels=masks,
                     class_labels=[torch.zeros(len(m), dtype=torch.long) for m in masks])
