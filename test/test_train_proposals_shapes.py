@@ -68,18 +68,24 @@ def test_missed_things_are_told_apart_by_what_their_best_proposal_covers():
 
 def test_a_run_starts_from_a_saved_model(tmp_path):
     """--init fine-tunes a saved (fp16) model: the run loads it, trains in fp32 and writes a
-    model that differs from where it started."""
+    model that differs from where it started; --no-object-weight reaches the loss and the
+    saved config."""
     tiny = dict(tps.ARCH, backbone_config=dict(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2]),
                 feature_size=32, mask_feature_size=32, hidden_dim=32, num_queries=8, train_num_points=256)
     start = Mask2FormerProposals.from_arch("tiny", **tiny)
     start.model.half().save_pretrained(tmp_path / "start")
     tps.main(["--steps", "2", "--batch", "2", "--eval-every", "100", "--data", "multiscale", "--sizes", "96,128",
               "--init", str(tmp_path / "start"), "--out", str(tmp_path / "out"),
-              "--checkpoint", str(tmp_path / "last")])
+              "--checkpoint", str(tmp_path / "last"), "--no-object-weight", "0.5"])
     before = Mask2FormerProposals.from_pretrained(tmp_path / "start").model.state_dict()
     after = Mask2FormerProposals.from_pretrained(tmp_path / "out").model.state_dict()
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+    saved = Mask2FormerProposals.from_pretrained(tmp_path / "out").model
+    assert saved.config.no_object_weight == 0.5 and float(saved.criterion.empty_weight[-1]) == 0.5
+    assert start.model.config.no_object_weight == 0.1
+    with pytest.raises(SystemExit):
+        tps.main(["--no-object-weight", "0", "--steps", "1"])
 
 
 def test_same_color_scenes_hold_look_alikes_and_leave_the_plain_mix_alone(monkeypatch):

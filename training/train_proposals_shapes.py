@@ -12,7 +12,9 @@ scenes with many small things (radius 4-12 px): more small things for the propos
 find. ``--same-color SHARE`` also draws that share of the multi-scale scenes with 2-6
 things of one colour: the shipped model's misses were mostly two separate things of one
 colour proposed as one mask (README, "Proposals and merge"), so these scenes teach it to
-tell look-alikes apart by where they are. Scenes stay square, in the standard layout (the
+tell look-alikes apart by where they are. ``--no-object-weight`` sets Mask2Former's
+class-loss weight on "no object" (0.1 in the paper), which the objectness of unmatched
+queries, e.g. a leftover mask over two look-alikes, is trained with. Scenes stay square, in the standard layout (the
 layout variants are never trained on). ``--init DIR`` starts from a saved model's weights (fine-tuning; the optimizer and
 the learning-rate schedule start afresh, so it continues a run only approximately).
 
@@ -170,6 +172,9 @@ def main(argv=None):
                    help="standard: today's scenes; multiscale: random scales and more small things (docstring)")
     p.add_argument("--same-color", type=float, default=0.0, metavar="SHARE",
                    help="with --data multiscale: the share of scenes whose things all have one colour (docstring)")
+    p.add_argument("--no-object-weight", type=float, metavar="W",
+                   help="the class loss's weight on 'no object' (Mask2Former: 0.1); higher pushes unmatched "
+                        "queries, e.g. one mask over two look-alikes, to a lower objectness")
     p.add_argument("--init", help="a save_pretrained Mask2Former directory whose weights to start from (fine-tuning; "
                         "optimizer and schedule start afresh)")
     p.add_argument("--seed", type=int, default=0)
@@ -183,6 +188,8 @@ def main(argv=None):
         p.error("--same-color needs --data multiscale")
     if not 0.0 <= args.same_color <= 1.0:
         p.error(f"--same-color is a share in [0, 1]; got {args.same_color}")
+    if args.no_object_weight is not None and not args.no_object_weight > 0:
+        p.error(f"--no-object-weight must be positive; got {args.no_object_weight}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -193,6 +200,9 @@ def main(argv=None):
         proposals = Mask2FormerProposals.from_arch("tiny", **copy.deepcopy(ARCH))
     sizes = [int(v) for v in args.sizes.split(",")] if args.sizes else [args.size]
     model = proposals.model  # the wrapper keeps itself frozen; train the model inside it
+    if args.no_object_weight is not None:   # the loss reads its buffer; the config records it
+        model.config.no_object_weight = model.criterion.eos_coef = args.no_object_weight
+        model.criterion.empty_weight[-1] = args.no_object_weight
     model.requires_grad_(True)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
