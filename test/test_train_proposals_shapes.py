@@ -78,10 +78,10 @@ def test_a_run_starts_from_a_saved_model(tmp_path):
               "--init", str(tmp_path / "start"), "--out", str(tmp_path / "out"),
               "--checkpoint", str(tmp_path / "last"), "--no-object-weight", "0.5"])
     before = Mask2FormerProposals.from_pretrained(tmp_path / "start").model.state_dict()
-    after = Mask2FormerProposals.from_pretrained(tmp_path / "out").model.state_dict()
+    saved = Mask2FormerProposals.from_pretrained(tmp_path / "out").model
+    after = saved.state_dict()
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    saved = Mask2FormerProposals.from_pretrained(tmp_path / "out").model
     assert saved.config.no_object_weight == 0.5 and float(saved.criterion.empty_weight[-1]) == 0.5
     assert start.model.config.no_object_weight == 0.1
     with pytest.raises(SystemExit):

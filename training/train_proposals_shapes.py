@@ -11,12 +11,13 @@ to 1.75x the training size and resizes it to the training size (or to one of
 scenes with many small things (radius 4-12 px): more small things for the proposals to
 find. ``--same-color SHARE`` also draws that share of the multi-scale scenes with 2-6
 things of one colour: the shipped model's misses were mostly two separate things of one
-colour proposed as one mask (README, "Proposals and merge"), so these scenes teach it to
-tell look-alikes apart by where they are. ``--no-object-weight`` sets Mask2Former's
-class-loss weight on "no object" (0.1 in the paper), which the objectness of unmatched
-queries, e.g. a leftover mask over two look-alikes, is trained with. Scenes stay square, in the standard layout (the
-layout variants are never trained on). ``--init DIR`` starts from a saved model's weights (fine-tuning; the optimizer and
-the learning-rate schedule start afresh, so it continues a run only approximately).
+colour proposed as one mask (README, "Look-alikes"), so these scenes teach it to tell
+look-alikes apart by where they are. ``--no-object-weight`` sets Mask2Former's class-loss
+weight on "no object" (0.1 in the paper), with which the objectness of unmatched queries
+(e.g. a leftover mask over two look-alikes) is trained. Scenes stay square, in the
+standard layout (the layout variants are never trained on). ``--init DIR`` starts from a
+saved model's weights (fine-tuning; the optimizer and the learning-rate schedule start
+afresh, so it continues a run only approximately).
 
 Scenes hold seen classes only (ovseg_core/shapes/split.json): unseen things and stuff
 never take part in segmentation training. Scene i of step s has seed
@@ -87,17 +88,27 @@ RECALL_GROUPS = ("thing", "stuff", "seen", "unseen", "unseen things", "small thi
 SMALL_THING = 15  # px: a thing whose visible extent (bounding box, longer side) is below this is "small"
 
 
+def best_match(scene, pred: torch.Tensor):
+    """Ground-truth masks [G, H, W], ``pred`` as bool [Q, H, W] on the CPU, and for each
+    ground-truth segment its best predicted mask's IoU and index ([G] each; 0 without
+    predictions)."""
+    gt = torch.from_numpy(scene.masks())
+    pred = pred.to(torch.bool).cpu()
+    if not len(pred):
+        return gt, pred, torch.zeros(len(gt)), torch.zeros(len(gt), dtype=torch.long)
+    inter = (gt[:, None] & pred[None]).flatten(2).sum(-1).float()
+    union = (gt[:, None] | pred[None]).flatten(2).sum(-1).float()
+    best_iou, best = (inter / union.clamp_min(1)).max(1)
+    return gt, pred, best_iou, best
+
+
 def add_recall_hits(hits: dict, scene, pred: torch.Tensor, iou: float = 0.5) -> dict:
     """Adds one scene to ``hits`` (group -> list of bools): whether some predicted mask
     (bool [Q, H, W] at the scene's size) covers each ground-truth segment with IoU >
     ``iou``, under its kind (thing / stuff), its split (seen / unseen) and, for unseen
     things and for small things (under ``SMALL_THING`` px across), that group too."""
     unseen = load_classes().unseen
-    gt = torch.from_numpy(scene.masks())
-    pred = pred.to(torch.bool).cpu()
-    inter = (gt[:, None] & pred[None]).flatten(2).sum(-1).float()
-    union = (gt[:, None] | pred[None]).flatten(2).sum(-1).float()
-    best = (inter / union.clamp_min(1)).max(1).values if len(pred) else torch.zeros(len(gt))
+    best = best_match(scene, pred)[2]
     for seg, b in zip(scene.segments, best.tolist()):
         hit = b > iou
         hits.setdefault("thing" if seg["isthing"] else "stuff", []).append(hit)
@@ -116,19 +127,15 @@ def add_missed_things(causes: dict, scene, pred: torch.Tensor, iou: float = 0.5)
     """Adds to ``causes`` (cause -> count) why each ground-truth thing that no predicted
     mask (bool [Q, H, W]) covers was missed: its best mask covers most of it together with
     another thing (IoU > ``iou`` with their union; first: one of its colour), or not."""
-    gt = torch.from_numpy(scene.masks())
-    pred = pred.to(torch.bool).cpu()
+    gt, pred, best_iou, best = best_match(scene, pred)
     if not len(pred):
         return causes
-    inter = (gt[:, None] & pred[None]).flatten(2).sum(-1).float()
-    union = (gt[:, None] | pred[None]).flatten(2).sum(-1).float()
-    best_iou, best = (inter / union.clamp_min(1)).max(1)
     for i, seg in enumerate(scene.segments):
         if not seg["isthing"] or best_iou[i] > iou:
             continue
         mask = pred[best[i]]
-        partners = [o for j, o in enumerate(scene.segments) if j != i and o["isthing"]
-                    and (mask & gt[i]).sum() > iou * gt[i].sum()
+        covers_most = (mask & gt[i]).sum() > iou * gt[i].sum()
+        partners = [o for j, o in enumerate(scene.segments) if covers_most and j != i and o["isthing"]
                     and (mask & (gt[i] | gt[j])).sum() > iou * (mask | gt[i] | gt[j]).sum()]
         color = seg["class_name"].split(" ")[0]
         cause = ("other" if not partners else MISS_CAUSES[0]
