@@ -56,7 +56,8 @@ def as_tensor(image: np.ndarray) -> torch.Tensor:
 def class_agreement(a, b) -> float:
     """Share of pixels whose panoptic segments (or no segment) have the same class in a and b."""
     def classes(r):
-        lut = np.full(r.segment_map.max() + 1, -1)
+        # a segment may lie wholly outside a cropped segment_map: size the table by both
+        lut = np.full(max([int(r.segment_map.max())] + [s.id for s in r.segments]) + 1, -1)
         for s in r.segments:
             lut[s.id] = s.class_index
         return lut[r.segment_map]
