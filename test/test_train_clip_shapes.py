@@ -1,5 +1,6 @@
 """The ShapesWorld CLIP training script: its losses, its data and the size change
 between training (64 px windows) and serving (the config's 128 px)."""
+import json
 import sys
 from pathlib import Path
 
@@ -74,10 +75,33 @@ def test_vocabulary_loss_prefers_the_right_names():
     assert tcs.vocabulary_loss(right, texts, targets, scale, 0.5) < tcs.vocabulary_loss(wrong, texts, targets, scale, 0.5)
 
 
+def test_off_palette_views_show_seen_shapes_in_no_palette_color():
+    """The color-free shape prior must not smuggle in a palette color (a dark blue square
+    would be the unseen "blue square"): every repainted pixel is grey within 12%, and the
+    label is the shape that was drawn."""
+    world = load_classes()
+    rng = np.random.default_rng(5)
+    images, shapes = tcs.off_palette_views(rng, 24, 64, (10, 28))
+    assert images.shape == (24, 64, 64, 3) and shapes.dtype == torch.long
+    assert len(set(shapes.tolist())) >= 4  # several shapes, not one
+    again = np.random.default_rng(5)
+    for image, shape in zip(images, shapes.tolist()):
+        name = str(again.choice(world.seen(world.things)))
+        scene = tcs.single_object_view(again, name, size=64, radius=(10, 28))
+        again.uniform(30, 235), again.uniform(-0.12, 0.12, 3)
+        assert world.shapes[shape] == name.split(" ")[1]
+        thing = scene.masks()[[s["isthing"] == 1 for s in scene.segments]].any(0)
+        pixels = image[thing].astype(float)
+        spread = pixels.max(-1) - pixels.min(-1)
+        assert (spread <= 0.3 * pixels.max(-1) + 2).all(), spread.max()
+        assert np.array_equal(image[~thing], scene.image[~thing])  # the background is untouched
+    assert tcs.off_palette_views(rng, 0, 64, (10, 28))[0].shape == (0, 64, 64, 3)
+
+
 def test_a_short_run_saves_weights_the_shapes_loader_takes(tmp_path):
     out = tmp_path / "clip.safetensors"
     tcs.main(["--steps", "2", "--batch", "8", "--size", "64", "--vocab-share", "0.5", "--vocab-scene-share", "0.5",
-              "--factor-weight", "0.5", "--eval-every", "100", "--warmup", "1", "--out", str(out),
+              "--factor-weight", "0.5", "--off-palette-share", "0.5", "--eval-every", "100", "--warmup", "1", "--out", str(out),
               "--checkpoint", str(tmp_path / "last.safetensors")])
     tensors = load_file(str(out))
     assert all(v.dtype == torch.float16 for v in tensors.values() if v.is_floating_point())
@@ -85,6 +109,19 @@ def test_a_short_run_saves_weights_the_shapes_loader_takes(tmp_path):
     assert clip.visual.positional_embedding.shape[0] == 1 + 16 * 16
     with torch.no_grad():
         assert torch.isfinite(clip.encode_image(torch.zeros(1, 3, 128, 128))).all()
+
+
+def test_evaluate_scores_a_saved_checkpoint_without_training(tmp_path, capsys):
+    register_clip_configs()
+    torch.manual_seed(0)
+    out = tmp_path / "clip.safetensors"
+    tcs.save_fp16(open_clip.create_model(tcs.MODEL), out, {})
+    tcs.main(["--evaluate", str(out), "--views", "1", "--out", str(tmp_path / "never.safetensors")])
+    path, report = capsys.readouterr().out.strip().split(" ", 1)
+    scores = json.loads(report)
+    assert path == str(out) and not (tmp_path / "never.safetensors").exists()
+    assert set(scores) == {"seen", "unseen", "color", "shape", "unseen_shape", "off_palette_shape"}
+    assert all(0 <= v <= 100 for v in scores.values())
 
 
 def test_region_batch_labels_every_ground_truth_mask():

@@ -21,6 +21,7 @@ stuff but a thing's shape barely above chance.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
@@ -78,12 +79,13 @@ def zero_shot_accuracy(model, tokenizer, views_per_class: int = 4, seed: int = 1
                        radius=(10, 28)):
     """Top-1 accuracy over all things on single-object views (things at the pixel scale of
     scene things), split into seen / unseen, and how often the predicted color / shape
-    alone is right (over all things)."""
+    alone is right (over all things; over unseen things). ``off_palette_shape``: seen
+    shapes painted grey, named by the bare shape words (shape without any color cue)."""
     world = load_classes()
     names = world.things
     text = F.normalize(model.encode_text(tokenizer([f"a photo of a {n}." for n in names])), dim=-1)
     rng = np.random.default_rng(seed)
-    hits = {"seen": [], "unseen": [], "color": [], "shape": []}
+    hits = {"seen": [], "unseen": [], "color": [], "shape": [], "unseen_shape": []}
     for k, name in enumerate(names):
         views = np.stack([single_object_view(rng, name, size=size, radius=radius).image
                           for _ in range(views_per_class)])
@@ -91,7 +93,14 @@ def zero_shot_accuracy(model, tokenizer, views_per_class: int = 4, seed: int = 1
         pred = (image @ text.T).argmax(-1)
         hits["unseen" if name in world.unseen else "seen"].extend((pred == k).tolist())
         hits["color"].extend(names[j].split(" ")[0] == name.split(" ")[0] for j in pred.tolist())
-        hits["shape"].extend(names[j].split(" ")[1] == name.split(" ")[1] for j in pred.tolist())
+        shape_right = [names[j].split(" ")[1] == name.split(" ")[1] for j in pred.tolist()]
+        hits["shape"].extend(shape_right)
+        if name in world.unseen:
+            hits["unseen_shape"].extend(shape_right)
+    shape_text = F.normalize(model.encode_text(tokenizer(vocabulary_prompts()[1])), dim=-1)
+    views, shapes = off_palette_views(rng, views_per_class * len(world.shapes), size, radius)
+    image = F.normalize(model.encode_image(to_clip_input(views)), dim=-1)
+    hits["off_palette_shape"] = ((image @ shape_text.T).argmax(-1) == shapes).tolist()
     return {k: float(np.mean(v)) for k, v in hits.items()}
 
 
@@ -157,6 +166,34 @@ def vocabulary_batch(rng: np.random.Generator, n: int, size: int, radius, scene_
             if s["isthing"]:
                 targets[i, seen.index(s["class_name"])] = 1.0
     return np.stack(images), targets
+
+
+def off_palette_views(rng: np.random.Generator, n: int, size: int, radius):
+    """``n`` single-object views of seen-class shapes repainted in greys and faint tints
+    (channels within 12% of a grey level: no palette hue), shading and outline kept, and
+    each one's shape index. Scored against the bare shape words only, they teach a shape
+    that no color predicts: the compositional prior real CLIP gets from the web (it has
+    seen stars of every color), while no palette color on a new shape, so no unseen
+    thing, is ever shown."""
+    world = load_classes()
+    seen = world.seen(world.things)
+    palette = np.array(list(world.colors.values()), np.float32)
+    images, shapes = [], []
+    for _ in range(n):
+        name = str(rng.choice(seen))
+        scene = single_object_view(rng, name, size=size, radius=tuple(radius))
+        level = rng.uniform(30, 235)
+        paint = np.clip(level * (1 + rng.uniform(-0.12, 0.12, 3)), 0, 255).astype(np.float32)
+        image = scene.image.astype(np.float32)
+        thing = scene.masks()[[s["isthing"] == 1 for s in scene.segments]].any(0)
+        old = palette[list(world.colors).index(name.split(" ")[0])]
+        shade = image[thing].mean(-1, keepdims=True) / old.mean()
+        image[thing] = np.clip(paint * shade, 0, 255)
+        images.append(image.astype(np.uint8))
+        shapes.append(world.shapes.index(name.split(" ")[1]))
+    if not images:
+        return np.zeros((0, size, size, 3), np.uint8), torch.zeros(0, dtype=torch.long)
+    return np.stack(images), torch.tensor(shapes, dtype=torch.long)
 
 
 def vocabulary_prompts():
@@ -254,6 +291,15 @@ def adapt_state_dict(state: dict, model) -> dict:
     return state
 
 
+def evaluate_checkpoint(path: str, views: int, seed: int) -> dict:
+    """A saved CLIP's zero-shot accuracy (percent, chance 1/36 for a thing, 1/6 for a
+    color or shape) at the served size."""
+    model = open_clip.create_model(MODEL)
+    model.load_state_dict(adapt_state_dict(load_file(path), model))
+    acc = zero_shot_accuracy(model.eval(), open_clip.get_tokenizer(MODEL), views_per_class=views, seed=seed)
+    return {k: round(100 * v, 1) for k, v in acc.items()}
+
+
 def save_fp16(model, path: Path, meta: dict):
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous()
@@ -272,15 +318,21 @@ def caption_step(model, tokenizer, rng: np.random.Generator, args, n_vocab: int,
         image, text, scale = model(to_clip_input(images), tokenizer(captions + negative_captions))
         return contrastive_loss(image, text[:len(captions)], captions, scale, text[len(captions):],
                                 negative_captions), scale
-    views, labels = vocabulary_batch(rng, n_vocab, args.size, args.view_radius, args.vocab_scene_share,
+    n_free = int(round(n_vocab * args.off_palette_share))
+    views, labels = vocabulary_batch(rng, n_vocab - n_free, args.size, args.view_radius, args.vocab_scene_share,
                                      args.scene_radius)
-    image = model.encode_image(to_clip_input(np.concatenate([images, views])), normalize=True)
+    free_views, free_shapes = off_palette_views(rng, n_free, args.size, args.view_radius)
+    image = model.encode_image(to_clip_input(np.concatenate([images, views, free_views])), normalize=True)
     flat = [t for group in prompts for t in group]
     text = model.encode_text(tokenizer(captions + negative_captions + flat), normalize=True)
     scale = model.logit_scale.exp()
     n, m = len(captions), len(captions) + len(negative_captions)
     groups = torch.split(text[m:], [len(g) for g in prompts])
-    loss = args.vocab_weight * vocabulary_loss(image[n:], groups, labels, scale, args.factor_weight)
+    n_free = len(free_shapes)
+    loss = args.vocab_weight * vocabulary_loss(image[n:len(image) - n_free], groups, labels, scale,
+                                               args.factor_weight)
+    if n_free:
+        loss = loss + args.vocab_weight * F.cross_entropy(scale * image[-n_free:] @ groups[1].T, free_shapes)
     if n:
         loss = loss + contrastive_loss(image[:n], text[:n], captions, scale, text[n:m], negative_captions)
     return loss, scale
@@ -327,7 +379,8 @@ def evaluate_and_checkpoint(model, tokenizer, args, step: int):
     acc = zero_shot_accuracy(model, tokenizer, size=args.size, radius=args.view_radius)
     model.train()
     logging.info("step %d zero-shot single-object accuracy: seen %.3f unseen %.3f (color %.3f, shape "
-                 "%.3f)", step + 1, acc["seen"], acc["unseen"], acc["color"], acc["shape"])
+                 "%.3f, shape of unseen things %.3f, grey shapes %.3f)", step + 1, acc["seen"], acc["unseen"],
+                 acc["color"], acc["shape"], acc["unseen_shape"], acc["off_palette_shape"])
     Path(args.checkpoint).parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.checkpoint)
 
@@ -356,6 +409,9 @@ def main(argv=None):
                         "contrastive loss) instead of captions: single-object views, and scenes (--vocab-scene-share)")
     p.add_argument("--vocab-scene-share", type=float, default=0.0,
                    help="share of those images that are scenes of 1-3 seen things (all their names are positives)")
+    p.add_argument("--off-palette-share", type=float, default=0.0,
+                   help="share of the vocabulary images that are seen shapes repainted off the palette, scored "
+                        "against the bare shape words only (a color-free shape prior; off_palette_views)")
     p.add_argument("--vocab-weight", type=float, default=1.0, help="weight of the full-vocabulary loss")
     p.add_argument("--factor-weight", type=float, default=0.0,
                    help="weight of the extra shape-only / color-only prompt losses on those views")
@@ -371,15 +427,23 @@ def main(argv=None):
     p.add_argument("--region-weight", type=float, default=1.0, help="weight of the region loss")
     p.add_argument("--init", help="continue from this checkpoint (safetensors state dict) instead of random")
     p.add_argument("--out", default="weights/shapes/clip.safetensors")
+    p.add_argument("--evaluate", nargs="+", metavar="CLIP",
+                   help="train nothing: print these checkpoints' zero-shot accuracy (--views per class, at the "
+                        "served 128 px, seed --seed) and exit")
+    p.add_argument("--views", type=int, default=25, help="--evaluate: single-object views per class")
     p.add_argument("--checkpoint", default="out/shapes/clip_last.safetensors",
                    help="fp32 copy written at every evaluation (for inspection while training runs)")
     args = p.parse_args(argv)
     if args.region_batch and args.vocab_share:
         p.error("--region-batch trains on scenes with region labels; drop --vocab-share (it is for the caption stage)")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     register_clip_configs()
+    if args.evaluate:
+        for path in args.evaluate:
+            print(path, json.dumps(evaluate_checkpoint(path, args.views, args.seed)), flush=True)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     model = open_clip.create_model(MODEL, force_image_size=args.size)
     tokenizer = open_clip.get_tokenizer(MODEL)
     if args.init:
@@ -422,7 +486,8 @@ def main(argv=None):
             evaluate_and_checkpoint(model, tokenizer, args, step)
     meta = {"model": MODEL, "steps": args.steps, "batch": args.batch, "seed": args.seed, "init": args.init,
             "train_size": args.size, "vocab_share": args.vocab_share,
-            "vocab_scene_share": args.vocab_scene_share, "factor_weight": args.factor_weight,
+            "vocab_scene_share": args.vocab_scene_share, "off_palette_share": args.off_palette_share,
+            "factor_weight": args.factor_weight,
             "region_batch": args.region_batch, "region_weight": args.region_weight, "lr": args.lr,
             "train_seconds": round(time.time() - start)}
     served = open_clip.create_model(MODEL)
