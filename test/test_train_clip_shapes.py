@@ -186,3 +186,17 @@ def test_the_region_stage_trains_the_served_tower_and_saves_it(tmp_path):
 def test_the_region_stage_refuses_the_caption_stage_options():
     with pytest.raises(SystemExit):
         tcs.main(["--region-batch", "2", "--vocab-share", "0.5", "--steps", "1"])
+
+
+@pytest.mark.parametrize("argv", [["--off-palette-share", "0.3"],  # no vocabulary images to take the share of
+                                  ["--vocab-share", "0.5", "--off-palette-share", "1.5"]])
+def test_an_off_palette_share_without_vocabulary_images_is_refused(argv, capsys):
+    with pytest.raises(SystemExit):
+        tcs.main(argv + ["--steps", "1"])
+    assert "--off-palette-share" in capsys.readouterr().err
+
+
+def test_evaluate_names_a_missing_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        tcs.main(["--evaluate", str(tmp_path / "missing.safetensors"), "--views", "1"])
+    assert "missing.safetensors" in capsys.readouterr().err

@@ -40,7 +40,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ovseg_core.modeling.clip_encoder import MaskCLIPEncoder  # noqa: E402
 from ovseg_core.shapes.world import generate_scene, load_classes, single_object_view  # noqa: E402
-from ovseg_core.weights import register_clip_configs  # noqa: E402
+from ovseg_core.weights import create_clip, register_clip_configs  # noqa: E402
 
 MODEL = "ovseg-shapes-vit"  # config/clip/ovseg-shapes-vit.json
 _MEAN = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
@@ -177,7 +177,6 @@ def off_palette_views(rng: np.random.Generator, n: int, size: int, radius):
     thing, is ever shown."""
     world = load_classes()
     seen = world.seen(world.things)
-    palette = np.array(list(world.colors.values()), np.float32)
     images, shapes = [], []
     for _ in range(n):
         name = str(rng.choice(seen))
@@ -186,8 +185,7 @@ def off_palette_views(rng: np.random.Generator, n: int, size: int, radius):
         paint = np.clip(level * (1 + rng.uniform(-0.12, 0.12, 3)), 0, 255).astype(np.float32)
         image = scene.image.astype(np.float32)
         thing = scene.masks()[[s["isthing"] == 1 for s in scene.segments]].any(0)
-        old = palette[list(world.colors).index(name.split(" ")[0])]
-        shade = image[thing].mean(-1, keepdims=True) / old.mean()
+        shade = image[thing].mean(-1, keepdims=True) / np.asarray(world.colors[name.split(" ")[0]], np.float32).mean()
         image[thing] = np.clip(paint * shade, 0, 255)
         images.append(image.astype(np.uint8))
         shapes.append(world.shapes.index(name.split(" ")[1]))
@@ -294,9 +292,8 @@ def adapt_state_dict(state: dict, model) -> dict:
 def evaluate_checkpoint(path: str, views: int, seed: int) -> dict:
     """A saved CLIP's zero-shot accuracy (percent, chance 1/36 for a thing, 1/6 for a
     color or shape) at the served size."""
-    model = open_clip.create_model(MODEL)
-    model.load_state_dict(adapt_state_dict(load_file(path), model))
-    acc = zero_shot_accuracy(model.eval(), open_clip.get_tokenizer(MODEL), views_per_class=views, seed=seed)
+    model = create_clip(MODEL, path, "shapes")  # the loader's checks: a missing or mismatched file
+    acc = zero_shot_accuracy(model, open_clip.get_tokenizer(MODEL), views_per_class=views, seed=seed)
     return {k: round(100 * v, 1) for k, v in acc.items()}
 
 
@@ -328,7 +325,6 @@ def caption_step(model, tokenizer, rng: np.random.Generator, args, n_vocab: int,
     scale = model.logit_scale.exp()
     n, m = len(captions), len(captions) + len(negative_captions)
     groups = torch.split(text[m:], [len(g) for g in prompts])
-    n_free = len(free_shapes)
     loss = args.vocab_weight * vocabulary_loss(image[n:len(image) - n_free], groups, labels, scale,
                                                args.factor_weight)
     if n_free:
@@ -436,6 +432,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.region_batch and args.vocab_share:
         p.error("--region-batch trains on scenes with region labels; drop --vocab-share (it is for the caption stage)")
+    missing = [path for path in args.evaluate or () if not Path(path).is_file()]
+    if missing:
+        p.error(f"--evaluate: no checkpoint file at {', '.join(missing)}; give saved CLIP checkpoints (a run's --out)")
+    if not 0 <= args.off_palette_share <= 1 or args.off_palette_share and not args.vocab_share:
+        p.error("--off-palette-share is a share (0-1) of the vocabulary images: give it with --vocab-share")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     register_clip_configs()
