@@ -164,6 +164,47 @@ def test_region_loss_prefers_the_right_names():
                          tcs.region_loss(moved, labels, texts, scale, 0.5))
 
 
+def test_region_batch_names_off_palette_things_by_shape_alone():
+    names, world = tcs.region_names(), load_classes()
+    images, captions, masks, labels = tcs.region_batch(np.random.default_rng(8), 12, 64, off_palette_share=0.5)
+    # the same scenes drawn plainly (the scenes are drawn before any repainting)
+    plain_images, plain_captions, _, plain_labels = tcs.region_batch(np.random.default_rng(8), 12, 64)
+    palette = np.array(list(world.colors.values()), np.float32)
+    grey = 0
+    for i in range(12):
+        removed = []
+        for mask, label, before in zip(masks[i] > 0, labels[i].tolist(), plain_labels[i].tolist()):
+            if label < len(names):
+                assert label == before
+                assert np.array_equal(images[i][mask.numpy()], plain_images[i][mask.numpy()])
+                continue
+            grey += 1
+            color, shape = names[before].split(" ")
+            assert shape == world.shapes[label - len(names)]
+            rgb = images[i][mask.numpy()].astype(np.float32).mean(0)
+            assert np.abs(palette - rgb).sum(1).min() > 60          # no palette color is drawn
+            removed.append(color)
+        # each repainted thing's phrase lost its color word, and nothing else changed
+        assert set(plain_captions[i].split()) - set(captions[i].split()) <= set(removed) | {"an"}  # an orange -> a
+        assert len(plain_captions[i].split()) - len(captions[i].split()) == len(removed)
+    assert grey > 5
+
+
+def test_an_off_palette_region_is_scored_against_the_shape_words_only():
+    torch.manual_seed(0)
+    texts = [torch.nn.functional.normalize(torch.randn(n, 16), dim=-1) for n in (len(tcs.region_names()), 6, 6)]
+    star = len(tcs.region_names()) + load_classes().shapes.index("star")
+    labels = torch.tensor([[star]])
+    right = texts[1][load_classes().shapes.index("star")][None, None]
+    wrong = texts[1][0][None, None]
+    scale = torch.tensor(20.0)
+    assert tcs.region_loss(right, labels, texts, scale, 0.5) < tcs.region_loss(wrong, labels, texts, scale, 0.5)
+    # no class prompt enters its loss: moving the class prompts leaves it unchanged
+    moved = [torch.randn_like(texts[0]), texts[1], texts[2]]
+    assert torch.isclose(tcs.region_loss(right, labels, texts, scale, 0.5),
+                         tcs.region_loss(right, labels, moved, scale, 0.5))
+
+
 def test_the_region_stage_trains_the_served_tower_and_saves_it(tmp_path):
     """The region stage trains through MaskCLIPEncoder (split q/k/v); what it saves is
     that trained tower, in open_clip's layout, not the untouched fused copy."""

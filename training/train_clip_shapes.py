@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ovseg_core.modeling.clip_encoder import MaskCLIPEncoder  # noqa: E402
-from ovseg_core.shapes.world import generate_scene, load_classes, single_object_view  # noqa: E402
+from ovseg_core.shapes.world import (generate_scene, load_classes, repaint_off_palette,  # noqa: E402
+                                     single_object_view)
 from ovseg_core.weights import create_clip, register_clip_configs  # noqa: E402
 
 MODEL = "ovseg-shapes-vit"  # config/clip/ovseg-shapes-vit.json
@@ -181,13 +183,8 @@ def off_palette_views(rng: np.random.Generator, n: int, size: int, radius):
     for _ in range(n):
         name = str(rng.choice(seen))
         scene = single_object_view(rng, name, size=size, radius=tuple(radius))
-        level = rng.uniform(30, 235)
-        paint = np.clip(level * (1 + rng.uniform(-0.12, 0.12, 3)), 0, 255).astype(np.float32)
-        image = scene.image.astype(np.float32)
         thing = scene.masks()[[s["isthing"] == 1 for s in scene.segments]].any(0)
-        shade = image[thing].mean(-1, keepdims=True) / np.asarray(world.colors[name.split(" ")[0]], np.float32).mean()
-        image[thing] = np.clip(paint * shade, 0, 255)
-        images.append(image.astype(np.uint8))
+        images.append(repaint_off_palette(rng, scene.image, thing, name.split(" ")[0]))
         shapes.append(world.shapes.index(name.split(" ")[1]))
     if not images:
         return np.zeros((0, size, size, 3), np.uint8), torch.zeros(0, dtype=torch.long)
@@ -231,19 +228,36 @@ def region_names():
     return world.seen(world.things) + list(world.stuff)
 
 
-def region_batch(rng: np.random.Generator, n: int, size: int, scene_radius=(8, 26), num_things=(1, 5)):
+def region_batch(rng: np.random.Generator, n: int, size: int, scene_radius=(8, 26), num_things=(1, 5),
+                 off_palette_share: float = 0.0):
     """``n`` scenes of the CLIP split, their ground-truth masks as logits [n, Q, H, W]
-    (padded with empty masks) and each mask's index in ``region_names()`` (-1: padding)."""
+    (padded with empty masks) and each mask's index in ``region_names()`` (-1: padding).
+    With ``off_palette_share`` each thing is, with that probability, repainted off the
+    palette (``repaint_off_palette``), its caption phrase loses the color word and its
+    label becomes ``len(region_names()) + shape index``: a region named by shape alone."""
     names = region_names()
+    shapes = load_classes().shapes
     scenes = [generate_scene(rng, size=size, classes=names, radius=tuple(scene_radius), num_things=tuple(num_things))
               for _ in range(n)]
     q = max(len(s.segments) for s in scenes)
     masks = torch.full((n, q, size, size), -10.0)
     labels = torch.full((n, q), -1, dtype=torch.long)
+    images, captions = [], []
     for i, scene in enumerate(scenes):
+        image, caption = scene.image, scene.caption
         masks[i, :len(scene.segments)] = torch.from_numpy(scene.masks()).float() * 20 - 10
-        labels[i, :len(scene.segments)] = torch.tensor([names.index(s["class_name"]) for s in scene.segments])
-    return np.stack([s.image for s in scenes]), [s.caption for s in scenes], masks, labels
+        for j, seg in enumerate(scene.segments):
+            labels[i, j] = names.index(seg["class_name"])
+            if off_palette_share and seg["isthing"] and rng.random() < off_palette_share:
+                color, shape = seg["class_name"].split(" ")
+                image = repaint_off_palette(rng, image, scene.segment_map == seg["id"], color)
+                caption = re.sub(rf"\b(an?) ((?:small |large )?){color} {shape}\b",
+                                 lambda m: ("an " if (m[2] or shape)[0] in "aeiou" else "a ") + m[2] + shape,
+                                 caption, count=1)
+                labels[i, j] = len(names) + shapes.index(shape)
+        images.append(image)
+        captions.append(caption)
+    return np.stack(images), captions, masks, labels
 
 
 def region_prompts():
@@ -256,15 +270,22 @@ def region_prompts():
 def region_loss(regions, labels, texts, logit_scale, factor_weight: float):
     """Cross-entropy of each region's mask-token embedding against the prompts of every
     region class, plus (weighted) for things against the bare shape and color words, the
-    factors an unseen thing is recognised by. regions [B, Q, E] normalised, labels [B, Q]."""
+    factors an unseen thing is recognised by. regions [B, Q, E] normalised, labels [B, Q]
+    (``region_batch``'s: a label past the region classes is an off-palette thing, scored
+    against the shape words alone, at full weight: its shape is all it is named by)."""
     world = load_classes()
     names = region_names()
     classes, shapes, colors = texts
     keep = labels >= 0
     regions, labels = regions[keep], labels[keep]
-    loss = F.cross_entropy(logit_scale * regions @ classes.T, labels)
+    named = labels < len(names)
+    loss = F.cross_entropy(logit_scale * regions[named] @ classes.T, labels[named]) if named.any() \
+        else regions.sum() * 0.0
+    grey = ~named
+    if grey.any():
+        loss = loss + F.cross_entropy(logit_scale * regions[grey] @ shapes.T, labels[grey] - len(names))
     if factor_weight > 0:
-        is_thing = labels < len(world.seen(world.things))  # region_names(): things first
+        is_thing = named & (labels < len(world.seen(world.things)))  # region_names(): things first
         if is_thing.any():
             parts = [names[k].split(" ") for k in labels[is_thing].tolist()]
             shape = torch.tensor([world.shapes.index(s) for _, s in parts])
@@ -339,7 +360,7 @@ def region_step(encoder: MaskCLIPEncoder, model, tokenizer, rng: np.random.Gener
     negatives), and every ground-truth region's mask token against all region classes.
     Returns the loss, the logit scale and the share of regions named right."""
     images, captions, masks, labels = region_batch(rng, args.region_batch, args.size, args.scene_radius,
-                                                   args.region_things)
+                                                   args.region_things, args.off_palette_share)
     negative_captions = [hard_negative(rng, c) for c in captions]
     x = to_clip_input(images)
     if args.input_size and args.input_size != args.size:  # as the preset's clip.input_size resizes at serving
@@ -355,7 +376,7 @@ def region_step(encoder: MaskCLIPEncoder, model, tokenizer, rng: np.random.Gener
     loss = contrastive_loss(out["image"], text[:n], captions, scale, text[n:2 * n], negative_captions) \
         + args.region_weight * region_loss(regions, labels, groups, scale, args.factor_weight)
     with torch.no_grad():
-        keep = labels >= 0
+        keep = (labels >= 0) & (labels < len(groups[0]))
         accuracy = float(((regions[keep] @ groups[0].T).argmax(-1) == labels[keep]).float().mean())
     return loss, scale, accuracy
 
@@ -407,7 +428,8 @@ def main(argv=None):
                    help="share of those images that are scenes of 1-3 seen things (all their names are positives)")
     p.add_argument("--off-palette-share", type=float, default=0.0,
                    help="share of the vocabulary images that are seen shapes repainted off the palette, scored "
-                        "against the bare shape words only (a color-free shape prior; off_palette_views)")
+                        "against the bare shape words only (a color-free shape prior; off_palette_views); with "
+                        "--region-batch: share of the scenes' things so repainted, named by shape alone")
     p.add_argument("--vocab-weight", type=float, default=1.0, help="weight of the full-vocabulary loss")
     p.add_argument("--factor-weight", type=float, default=0.0,
                    help="weight of the extra shape-only / color-only prompt losses on those views")
@@ -435,8 +457,9 @@ def main(argv=None):
     missing = [path for path in args.evaluate or () if not Path(path).is_file()]
     if missing:
         p.error(f"--evaluate: no checkpoint file at {', '.join(missing)}; give saved CLIP checkpoints (a run's --out)")
-    if not 0 <= args.off_palette_share <= 1 or args.off_palette_share and not args.vocab_share:
-        p.error("--off-palette-share is a share (0-1) of the vocabulary images: give it with --vocab-share")
+    if not 0 <= args.off_palette_share <= 1 or args.off_palette_share and not (args.vocab_share or args.region_batch):
+        p.error("--off-palette-share is a share (0-1) of the vocabulary images (with --vocab-share) or of the "
+                "region stage's things (with --region-batch)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     register_clip_configs()

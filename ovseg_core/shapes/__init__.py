@@ -6,7 +6,8 @@
 ``python -m ovseg_core.shapes dataset|stream`` writes datasets and camera streams.
 """
 from .world import (LAYOUT_VARIANTS, Scene, ShapesClasses, camera_pan, describe_layout, generate_scene,
-                    layout_scene, load_classes, single_object_view, variant_scene)
+                    layout_scene, load_classes, repaint_off_palette, single_object_view, variant_scene)
 
 __all__ = ["LAYOUT_VARIANTS", "Scene", "ShapesClasses", "camera_pan", "describe_layout", "generate_scene",
-           "layout_scene", "load_classes", "single_object_view", "variant_scene"]
+           "layout_scene", "load_classes", "repaint_off_palette", "single_object_view",
+           "variant_scene"]

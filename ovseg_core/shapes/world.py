@@ -494,6 +494,20 @@ def single_object_view(seed: Union[int, np.random.Generator], name: str, size: S
                           center_jitter=center_jitter)
 
 
+def repaint_off_palette(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, color: str) -> np.ndarray:
+    """``image`` with the thing of palette ``color`` under ``mask`` repainted in a grey or
+    faint tint (channels within 12% of one grey level, so no palette hue), its shading and
+    outline kept. A shape so painted has no color a class could be named by: named by its
+    bare shape word, it teaches shape apart from color (the prior real CLIP has from the
+    web, where stars come in every color) without ever drawing an unseen thing."""
+    level = rng.uniform(30, 235)
+    paint = np.clip(level * (1 + rng.uniform(-0.12, 0.12, 3)), 0, 255).astype(np.float32)
+    out = image.astype(np.float32)
+    shade = out[mask].mean(-1, keepdims=True) / np.asarray(load_classes().colors[color], np.float32).mean()
+    out[mask] = np.clip(paint * shade, 0, 255)
+    return out.astype(np.uint8)
+
+
 def camera_pan(seed: int, num_frames: int, size: int = 128, world_width: Optional[int] = None,
                num_things: Tuple[int, int] = (6, 12)) -> List[Scene]:
     """Frames of a camera panning left to right across one wide scene, as a robot's

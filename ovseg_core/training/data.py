@@ -65,26 +65,44 @@ class PanopticSource:
 
 class ShapesSource:
     """Generated ShapesWorld scenes drawn from the training classes only (classes outside
-    them are never drawn, so nothing is ignored): scene i has seed ``seed + i``."""
+    them are never drawn, so nothing is ignored): scene i has seed ``seed + i``.
 
-    def __init__(self, vocabulary: Vocabulary, num: int, seed: int, size: int):
+    With ``grey_share`` > 0 each thing is, with that probability, repainted off the palette
+    (:func:`repaint_off_palette`) and labelled by its bare shape word, a training class of
+    its own: the classifier must then name a shape that no color gives away, the prior
+    an unseen "color shape" needs, while no unseen thing is ever drawn."""
+
+    def __init__(self, vocabulary: Vocabulary, num: int, seed: int, size: int, grey_share: float = 0.0):
+        from ..shapes.world import load_classes
+        if not 0.0 <= grey_share <= 1.0:
+            raise ValueError(f"data.shapes_grey_share must be within 0-1, got {grey_share}")
+        self.drawn = vocabulary.names
+        if grey_share > 0:
+            shapes = load_classes().shapes
+            vocabulary = Vocabulary(vocabulary.classes + tuple(VocabClass(s, (s,), True) for s in shapes))
         self.vocabulary = vocabulary
-        self.num, self.seed, self.size = num, seed, size
+        self.num, self.seed, self.size, self.grey_share = num, seed, size, grey_share
 
     def __len__(self) -> int:
         return self.num
 
     def load(self, i: int) -> Sample:
-        from ..shapes.world import generate_scene
-        names = self.vocabulary.names
-        scene = generate_scene(self.seed + i, size=self.size, classes=names)
-        lookup = {n: k for k, n in enumerate(names)}
+        from ..shapes.world import generate_scene, repaint_off_palette
+        scene = generate_scene(self.seed + i, size=self.size, classes=self.drawn)
+        lookup = {n: k for k, n in enumerate(self.vocabulary.names)}
+        rng = np.random.default_rng([self.seed + i, 1])     # the scene's own stream stays untouched
+        image = scene.image
         index = np.zeros(scene.segment_map.shape, np.int32)
         classes = []
         for seg in scene.segments:
-            classes.append(lookup[seg["class_name"]])
-            index[scene.segment_map == seg["id"]] = len(classes)
-        return Sample(scene.image, index, classes, np.zeros(index.shape, bool))
+            pixels = scene.segment_map == seg["id"]
+            name = seg["class_name"]
+            if self.grey_share > 0 and seg["isthing"] and rng.random() < self.grey_share:
+                color, name = name.split(" ")
+                image = repaint_off_palette(rng, image, pixels, color)
+            classes.append(lookup[name])
+            index[pixels] = len(classes)
+        return Sample(image, index, classes, np.zeros(index.shape, bool))
 
 
 def training_classes(names: Sequence[str], is_thing: Sequence[bool], vocab: Vocabulary,
@@ -124,7 +142,7 @@ def build_source(cfg: DataConfig, where: str):
     """The recipe's training data: a generated ShapesWorld or a dataset reader's split."""
     if cfg.dataset == "shapes":
         vocab, _ = shapes_vocabulary(cfg, where)
-        return ShapesSource(vocab, cfg.shapes_num_scenes, cfg.shapes_seed, cfg.shapes_size)
+        return ShapesSource(vocab, cfg.shapes_num_scenes, cfg.shapes_seed, cfg.shapes_size, cfg.shapes_grey_share)
     from ..datasets import load_dataset
     if not cfg.root:
         raise ValueError(f"{where}: data.root is not set; pass --data-root DIR (the {cfg.dataset} folder)")

@@ -34,6 +34,7 @@ class DataConfig:
     shapes_num_scenes: int = 100000      # dataset "shapes": scene i has seed shapes_seed + i
     shapes_seed: int = 0
     shapes_size: int = 128
+    shapes_grey_share: float = 0.0       # a share of things repainted grey, named by the bare shape word
 
 
 @dataclass
