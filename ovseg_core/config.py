@@ -123,10 +123,21 @@ def _build(cls, data: Any, where: str):
                              f"leave it out for the defaults")
         if not target and isinstance(value, dict):
             raise ValueError(f"{where}.{key}: expected a value, not a section {value}")
+        if not target and isinstance(value, str) and (hint is float or float in typing.get_args(hint)):
+            value = _yaml_float(value)
         if not target and not _fits(value, hint):
             raise ValueError(f"{where}.{key}: {value!r} is not a {_type_name(hint)}")
         kwargs[key] = _build(target, value, f"{where}.{key}") if target and value is not None else value
     return cls(**kwargs)
+
+
+def _yaml_float(text: str):
+    """PyYAML reads ``1e-3`` (no dot) as a string (YAML 1.1); a float field takes it as
+    the number everyone means. Anything else stays a string (and fails the type check)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _fits(value: Any, hint) -> bool:

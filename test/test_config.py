@@ -119,6 +119,15 @@ def test_dotted_overrides():
     assert cfg.precision == "bf16"
 
 
+def test_an_exponent_without_a_dot_is_a_number_and_a_word_is_still_refused():
+    # PyYAML reads "1e-3" as a string (YAML 1.1); `--set ...=1e-3` means the number
+    from ovseg_core.config import parse_overrides
+    cfg = load_preset("tiny", parse_overrides(["inference.overlap_threshold=5e-1"]))
+    assert cfg.inference.overlap_threshold == 0.5
+    with pytest.raises(ValueError, match="overlap_threshold: 'high' is not a float"):
+        load_preset("tiny", {"inference.overlap_threshold": "high"})
+
+
 def test_override_creates_an_absent_section():
     cfg = load_preset("tiny", {"ensemble.beta": 0.9})
     assert cfg.ensemble is not None and cfg.ensemble.beta == 0.9
