@@ -136,9 +136,12 @@ def test_the_vocabulary_decides_the_label(segmenter):
     name the vocabulary offers, "red circle" or "red star" (an unseen thing, never in any
     training caption), beside "blue circle" (its shape, another color), "yellow star" and
     the scene's stuff. On 120 other scenes (seeds 501000-501119) both offers were taken, at
-    IoU > 0.5, in 79 (65.8%): over these 20 that is 13.2 expected, standard deviation 2.1,
-    so at least 8 (the rate minus two standard deviations, rounded down). Picking one of
-    the three thing names at random would reach 8 with probability 8e-4."""
+    IoU > 0.5, in 59 (49.2%): over these 20 that is 9.8 expected, standard deviation 2.2,
+    so at least 5 (the rate minus two standard deviations, rounded down). Picking one of
+    the three thing names at random would reach 5 with probability 3%. (The region-stage
+    CLIP before the 1500-step continuation took both in 79 of 120 and the floor was 8:
+    the shipped one more often calls the red circle "blue circle" when no red circle is
+    offered, i.e. weighs shape more.)"""
     taken = []
     for seed in RED_CIRCLE_SEEDS:
         spec = _red_circle_scene(seed)
@@ -148,7 +151,7 @@ def test_the_vocabulary_decides_the_label(segmenter):
         taken.append([(best.class_name, round(float(iou), 2)) for best, iou in named])
     both = [pair[0][0] == "red circle" and pair[1][0] == "red star" and min(pair[0][1], pair[1][1]) > 0.5
             for pair in taken]
-    assert sum(both) >= 8, taken
+    assert sum(both) >= 5, taken
 
 
 def test_shipped_weights_are_fp16_safetensors_under_30_mb():
@@ -166,16 +169,16 @@ UNSEEN_PROBE_SEEDS = range(510_000, 510_060)
 
 
 def test_unseen_things_are_found_and_named_at_their_measured_rate(segmenter, vocabulary):
-    """A rate, not a scene: on 240 other probe scenes (seeds 520000-520239, README
-    "Look-alikes") the shipped preset named the unseen thing right at IoU > 0.5 in 63
-    (26.2%; chance 2.3%: the segment found, a thing class drawn at random). Over these 60
-    scenes that is 15.8 expected, standard deviation 3.4, so at least 8 (the rate minus
-    two standard deviations, rounded down); random labels reach 8 with probability under
-    1e-4. (With the first Mask2Former the rate was 35 of 240 and the floor 3; with the
-    multi-scale one, 60 of 240 and 8.)"""
+    """A rate, not a scene: on 240 other probe scenes (seeds 520000-520239) the shipped
+    preset named the unseen thing right at IoU > 0.5 in 71 (29.6%; chance 2.3%: the
+    segment found, a thing class drawn at random). Over these 60 scenes that is 17.8
+    expected, standard deviation 3.5, so at least 10 (the rate minus two standard
+    deviations, rounded down); random labels reach 10 with probability 1e-6. (With the
+    first Mask2Former the rate was 35 of 240 and the floor 3; with the multi-scale one,
+    60 of 240 and 8; with F and the CLIP before its 1500-step continuation, 63 and 8.)"""
     records = probe(segmenter, UNSEEN_PROBE_SEEDS, vocabulary)
     summary = summarize(records)
-    assert summary["hits"] >= 8, [(r["thing"], r["label"], round(r["iou"], 2)) for r in records]
+    assert summary["hits"] >= 10, [(r["thing"], r["label"], round(r["iou"], 2)) for r in records]
     # the color half is what the mask tokens know best (README): right for most found things
     assert summary["color right of found"] >= 0.8, summary
 
