@@ -355,3 +355,12 @@ def test_grey_things_are_named_by_their_shape_and_no_unseen_thing_is_ever_drawn(
             assert rgb.max() - rgb.min() < 0.3 * rgb.mean() + 2   # grey, not a palette hue
             assert np.abs(palette - rgb).sum(1).min() > 60
     assert 0.3 < renamed / things < 0.7
+
+
+def test_a_run_with_grey_things_trains_on_the_seen_classes_and_the_shape_words(tmp_path):
+    world = load_classes()
+    t = trainer(tmp_path, write_recipe(tmp_path, TINY, optim__max_iters=2, data__shapes_grey_share=0.5))
+    assert t.vocab.names[-len(world.shapes):] == list(world.shapes)
+    assert not set(t.vocab.names) & set(world.unseen)
+    t.fit()
+    assert (tmp_path / "runs" / "run" / "delta.safetensors").is_file()
