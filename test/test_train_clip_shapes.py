@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
 import train_clip_shapes as tcs  # noqa: E402
 
-from ovseg_core.shapes import load_classes  # noqa: E402
+from ovseg_core.shapes import EXTRA_HUES, load_classes  # noqa: E402
 from ovseg_core.weights import create_clip, register_clip_configs  # noqa: E402
 
 
@@ -203,6 +203,55 @@ def test_an_off_palette_region_is_scored_against_the_shape_words_only():
     moved = [torch.randn_like(texts[0]), texts[1], texts[2]]
     assert torch.isclose(tcs.region_loss(right, labels, texts, scale, 0.5),
                          tcs.region_loss(right, labels, moved, scale, 0.5))
+
+
+def test_region_batch_names_extra_hue_things_by_their_hue():
+    plain_names, names, world = tcs.region_names(), tcs.region_names(True), load_classes()
+    assert names[:len(plain_names)] == plain_names and len(names) == len(plain_names) + 18
+    images, captions, masks, labels = tcs.region_batch(np.random.default_rng(8), 12, 64, extra_hue_share=0.5)
+    plain_images, plain_captions, _, plain_labels = tcs.region_batch(np.random.default_rng(8), 12, 64)
+    palette = np.array(list(world.colors.values()), np.float32)
+    hued = 0
+    for i in range(12):
+        for mask, label, before in zip(masks[i] > 0, labels[i].tolist(), plain_labels[i].tolist()):
+            if label < 0:
+                continue
+            if label < len(plain_names):
+                assert label == before
+                assert np.array_equal(images[i][mask.numpy()], plain_images[i][mask.numpy()])
+                continue
+            hued += 1
+            hue, shape = names[label].split(" ")
+            color, shape_before = names[before].split(" ")
+            assert shape == shape_before and hue in EXTRA_HUES
+            rgb = images[i][mask.numpy()].astype(np.float32).mean(0)
+            # the thing now has its hue (shaded), and no palette color
+            assert np.abs(palette - rgb).sum(1).min() > 40, (names[label], rgb)
+            assert np.abs(np.array(list(EXTRA_HUES.values())) - rgb).sum(1).argmin() == list(EXTRA_HUES).index(hue)
+            assert f"{hue} {shape}" in captions[i] and f"{hue} {shape}" not in plain_captions[i]
+    assert hued > 5
+    # no unseen thing is a region class, and no extra-hue name is one of the world's classes
+    assert not set(names) & set(world.unseen_of(world.things))
+    assert not set(names[len(plain_names):]) & set(world.names)
+
+
+def test_an_extra_hue_region_is_scored_against_its_class_its_shape_and_its_hue():
+    torch.manual_seed(0)
+    names = tcs.region_names(True)
+    texts = [torch.nn.functional.normalize(torch.randn(n, 16), dim=-1) for n in map(len, tcs.region_prompts(True))]
+    assert len(texts[2]) == 9                                 # 6 palette colors + 3 extra hues
+    k = names.index("teal star")
+    labels = torch.tensor([[k]])
+    right = texts[0][k][None, None]
+    wrong = texts[0][names.index("teal cross")][None, None]
+    scale = torch.tensor(20.0)
+    assert tcs.region_loss(right, labels, texts, scale, 0.5) < tcs.region_loss(wrong, labels, texts, scale, 0.5)
+    # the factor loss reads the shape word "star" and the color word "teal"
+    star, teal = load_classes().shapes.index("star"), 6 + list(EXTRA_HUES).index("teal")
+    for group, index in ((1, star), (2, teal)):
+        other = [t.clone() for t in texts]
+        other[group][index] = -texts[0][k]                   # the right word now points away from the region
+        assert tcs.region_loss(right, labels, texts, scale, 0.5) < tcs.region_loss(right, labels, other, scale, 0.5)
 
 
 def test_the_region_stage_trains_the_served_tower_and_saves_it(tmp_path):

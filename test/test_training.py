@@ -198,6 +198,7 @@ def test_the_position_embedding_trains_after_a_validation_at_another_size(tmp_pa
     ({"model": {"classifier.sma_layerz": [0]}}, "sma_layerz"),
     ({"method": "maskclip"}, "method"),
     ({"data__shapes_grey_share": 1.5}, "shapes_grey_share"),
+    ({"data__shapes_hue_share": -0.1}, "shapes_hue_share"),
 ])
 def test_bad_recipes_stop_at_start_naming_the_key(tmp_path, change, message):
     path = write_recipe(tmp_path, TINY, **change)
@@ -354,6 +355,37 @@ def test_grey_things_are_named_by_their_shape_and_no_unseen_thing_is_ever_drawn(
             rgb = b.image[pixels].astype(np.float32).mean(0)
             assert rgb.max() - rgb.min() < 0.3 * rgb.mean() + 2   # grey, not a palette hue
             assert np.abs(palette - rgb).sum(1).min() > 60
+    assert 0.3 < renamed / things < 0.7
+
+
+def test_extra_hue_things_are_named_by_their_hue_and_no_unseen_thing_is_ever_drawn():
+    from ovseg_core.shapes import EXTRA_HUES
+    from ovseg_core.training.data import ShapesSource, shapes_vocabulary
+    from ovseg_core.training.recipe import DataConfig
+    world = load_classes()
+    seen, _ = shapes_vocabulary(DataConfig(dataset="shapes"), "test")
+    plain = ShapesSource(seen, 40, 1000, 96)
+    hued = ShapesSource(seen, 40, 1000, 96, hue_share=0.5)
+    extra = [f"{h} {s}" for h in EXTRA_HUES for s in world.shapes]
+    assert hued.vocabulary.names == seen.names + extra and not set(extra) & set(world.names)
+    palette = np.array(list(world.colors.values()), np.float32)
+    renamed = things = 0
+    for i in range(40):
+        a, b = plain.load(i), hued.load(i)
+        assert np.array_equal(a.index, b.index)      # the same scene; only paint and names differ
+        for k, (ca, cb) in enumerate(zip(a.classes, b.classes)):
+            name_a, name_b = seen.names[ca], hued.vocabulary.names[cb]
+            assert name_b not in world.unseen
+            things += name_a in world.things
+            pixels = b.index == k + 1
+            if name_b == name_a:
+                assert np.array_equal(a.image[pixels], b.image[pixels])
+                continue
+            renamed += 1
+            hue, shape = name_b.split(" ")
+            assert hue in EXTRA_HUES and shape == name_a.split(" ")[1]   # "red circle" -> "teal circle"
+            rgb = b.image[pixels].astype(np.float32).mean(0)
+            assert np.abs(palette - rgb).sum(1).min() > 40             # not a palette color
     assert 0.3 < renamed / things < 0.7
 
 

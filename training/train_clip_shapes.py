@@ -40,8 +40,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ovseg_core.modeling.clip_encoder import MaskCLIPEncoder  # noqa: E402
-from ovseg_core.shapes.world import (generate_scene, load_classes, repaint_off_palette,  # noqa: E402
-                                     single_object_view)
+from ovseg_core.shapes.world import (EXTRA_HUES, generate_scene, load_classes,  # noqa: E402
+                                     repaint_extra_hue, repaint_off_palette, single_object_view)
 from ovseg_core.weights import create_clip, register_clip_configs  # noqa: E402
 
 MODEL = "ovseg-shapes-vit"  # config/clip/ovseg-shapes-vit.json
@@ -221,50 +221,69 @@ def vocabulary_loss(image, texts, targets, logit_scale, factor_weight: float):
     return loss
 
 
-def region_names():
+def region_names(extra_hues: bool = False):
     """The classes a region may show in CLIP pretraining: seen things, then every stuff
-    class (unseen stuff is in CLIP's data, unseen things never are; split.json)."""
+    class (unseen stuff is in CLIP's data, unseen things never are; split.json); with
+    ``extra_hues``, then every shape in every extra hue (``EXTRA_HUES``: "pink star")."""
     world = load_classes()
-    return world.seen(world.things) + list(world.stuff)
+    extra = [f"{h} {s}" for h in EXTRA_HUES for s in world.shapes] if extra_hues else []
+    return world.seen(world.things) + list(world.stuff) + extra
 
 
 def region_batch(rng: np.random.Generator, n: int, size: int, scene_radius=(8, 26), num_things=(1, 5),
-                 off_palette_share: float = 0.0):
+                 off_palette_share: float = 0.0, extra_hue_share: float = 0.0):
     """``n`` scenes of the CLIP split, their ground-truth masks as logits [n, Q, H, W]
-    (padded with empty masks) and each mask's index in ``region_names()`` (-1: padding).
-    With ``off_palette_share`` each thing is, with that probability, repainted off the
-    palette (``repaint_off_palette``), its caption phrase loses the color word and its
-    label becomes ``len(region_names()) + shape index``: a region named by shape alone."""
-    names = region_names()
+    (padded with empty masks) and each mask's index in ``region_names(extra_hue_share > 0)``
+    (-1: padding). With ``off_palette_share`` each thing is, with that probability,
+    repainted off the palette (``repaint_off_palette``), its caption phrase loses the color
+    word and its label becomes ``len(names) + shape index``: a region named by shape
+    alone. With ``extra_hue_share`` a thing not so repainted is, with that probability,
+    repainted in a random extra hue (``repaint_extra_hue``) and named by it, in its label
+    and its caption phrase ("a pink star")."""
+    names = region_names(extra_hue_share > 0)
     shapes = load_classes().shapes
-    scenes = [generate_scene(rng, size=size, classes=names, radius=tuple(scene_radius), num_things=tuple(num_things))
-              for _ in range(n)]
+    scenes = [generate_scene(rng, size=size, classes=region_names(), radius=tuple(scene_radius),
+                             num_things=tuple(num_things)) for _ in range(n)]
     q = max(len(s.segments) for s in scenes)
     masks = torch.full((n, q, size, size), -10.0)
     labels = torch.full((n, q), -1, dtype=torch.long)
     images, captions = [], []
+
+    def rename(caption, color, shape, new_color):
+        return re.sub(rf"\b(an?) ((?:small |large )?){color} {shape}\b",
+                      lambda m: ("an " if (m[2] or new_color or shape)[0] in "aeiou" else "a ") + m[2]
+                      + (f"{new_color} " if new_color else "") + shape, caption, count=1)
+
     for i, scene in enumerate(scenes):
         image, caption = scene.image, scene.caption
         masks[i, :len(scene.segments)] = torch.from_numpy(scene.masks()).float() * 20 - 10
         for j, seg in enumerate(scene.segments):
             labels[i, j] = names.index(seg["class_name"])
-            if off_palette_share and seg["isthing"] and rng.random() < off_palette_share:
-                color, shape = seg["class_name"].split(" ")
-                image = repaint_off_palette(rng, image, scene.segment_map == seg["id"], color)
-                caption = re.sub(rf"\b(an?) ((?:small |large )?){color} {shape}\b",
-                                 lambda m: ("an " if (m[2] or shape)[0] in "aeiou" else "a ") + m[2] + shape,
-                                 caption, count=1)
+            if not seg["isthing"]:
+                continue
+            color, shape = seg["class_name"].split(" ")
+            pixels = scene.segment_map == seg["id"]
+            if off_palette_share and rng.random() < off_palette_share:
+                image = repaint_off_palette(rng, image, pixels, color)
+                caption = rename(caption, color, shape, "")
                 labels[i, j] = len(names) + shapes.index(shape)
+            elif extra_hue_share and rng.random() < extra_hue_share:
+                hue = str(rng.choice(list(EXTRA_HUES)))
+                image = repaint_extra_hue(rng, image, pixels, color, hue)
+                caption = rename(caption, color, shape, hue)
+                labels[i, j] = names.index(f"{hue} {shape}")
         images.append(image)
         captions.append(caption)
     return np.stack(images), captions, masks, labels
 
 
-def region_prompts():
-    """Texts of the region loss: every region class, then every shape and every color alone."""
+def region_prompts(extra_hues: bool = False):
+    """Texts of the region loss: every region class, then every shape and every color alone
+    (with ``extra_hues``, the extra hues' classes and color words too)."""
     world = load_classes()
-    return ([f"a photo of a {n}." for n in region_names()], [f"a photo of a {s}." for s in world.shapes],
-            [f"a photo of a {c} thing." for c in world.colors])
+    colors = list(world.colors) + (list(EXTRA_HUES) if extra_hues else [])
+    return ([f"a photo of a {n}." for n in region_names(extra_hues)], [f"a photo of a {s}." for s in world.shapes],
+            [f"a photo of a {c} thing." for c in colors])
 
 
 def region_loss(regions, labels, texts, logit_scale, factor_weight: float):
@@ -272,10 +291,13 @@ def region_loss(regions, labels, texts, logit_scale, factor_weight: float):
     region class, plus (weighted) for things against the bare shape and color words, the
     factors an unseen thing is recognised by. regions [B, Q, E] normalised, labels [B, Q]
     (``region_batch``'s: a label past the region classes is an off-palette thing, scored
-    against the shape words alone, at full weight: its shape is all it is named by)."""
+    against the shape words alone, at full weight: its shape is all it is named by).
+    ``texts`` are ``region_prompts()``'s embeddings; their sizes say whether the extra
+    hues are in."""
     world = load_classes()
-    names = region_names()
     classes, shapes, colors = texts
+    names = region_names(len(classes) > len(region_names()))
+    color_words = list(world.colors) + list(EXTRA_HUES)
     keep = labels >= 0
     regions, labels = regions[keep], labels[keep]
     named = labels < len(names)
@@ -285,11 +307,12 @@ def region_loss(regions, labels, texts, logit_scale, factor_weight: float):
     if grey.any():
         loss = loss + F.cross_entropy(logit_scale * regions[grey] @ shapes.T, labels[grey] - len(names))
     if factor_weight > 0:
-        is_thing = named & (labels < len(world.seen(world.things)))  # region_names(): things first
+        thing_of = torch.tensor([n.split(" ")[-1] in world.shapes for n in names])  # a stuff name is no shape
+        is_thing = named & thing_of[labels.clamp(max=len(names) - 1)]
         if is_thing.any():
             parts = [names[k].split(" ") for k in labels[is_thing].tolist()]
             shape = torch.tensor([world.shapes.index(s) for _, s in parts])
-            color = torch.tensor([list(world.colors).index(c) for c, _ in parts])
+            color = torch.tensor([color_words.index(c) for c, _ in parts])
             things = regions[is_thing]
             loss = loss + factor_weight * (F.cross_entropy(logit_scale * things @ shapes.T, shape)
                                            + F.cross_entropy(logit_scale * things @ colors.T, color))
@@ -360,13 +383,13 @@ def region_step(encoder: MaskCLIPEncoder, model, tokenizer, rng: np.random.Gener
     negatives), and every ground-truth region's mask token against all region classes.
     Returns the loss, the logit scale and the share of regions named right."""
     images, captions, masks, labels = region_batch(rng, args.region_batch, args.size, args.scene_radius,
-                                                   args.region_things, args.off_palette_share)
+                                                   args.region_things, args.off_palette_share, args.extra_hue_share)
     negative_captions = [hard_negative(rng, c) for c in captions]
     x = to_clip_input(images)
     if args.input_size and args.input_size != args.size:  # as the preset's clip.input_size resizes at serving
         x = F.interpolate(x, size=(args.input_size, args.input_size), mode="bilinear", align_corners=False)
     out = encoder(x, masks)
-    prompts = region_prompts()
+    prompts = region_prompts(args.extra_hue_share > 0)
     text = model.encode_text(tokenizer(captions + negative_captions + [t for g in prompts for t in g]),
                              normalize=True)
     n = len(captions)
@@ -430,6 +453,10 @@ def main(argv=None):
                    help="share of the vocabulary images that are seen shapes repainted off the palette, scored "
                         "against the bare shape words only (a color-free shape prior; off_palette_views); with "
                         "--region-batch: share of the scenes' things so repainted, named by shape alone")
+    p.add_argument("--extra-hue-share", type=float, default=0.0,
+                   help="region stage: share of the scenes' things repainted in an off-palette named hue (pink, "
+                        "brown, teal: EXTRA_HUES) and named by it, every shape in every such hue (color and shape "
+                        "shown varying independently; no unseen thing is drawn)")
     p.add_argument("--vocab-weight", type=float, default=1.0, help="weight of the full-vocabulary loss")
     p.add_argument("--factor-weight", type=float, default=0.0,
                    help="weight of the extra shape-only / color-only prompt losses on those views")
@@ -460,6 +487,8 @@ def main(argv=None):
     if not 0 <= args.off_palette_share <= 1 or args.off_palette_share and not (args.vocab_share or args.region_batch):
         p.error("--off-palette-share is a share (0-1) of the vocabulary images (with --vocab-share) or of the "
                 "region stage's things (with --region-batch)")
+    if not 0 <= args.extra_hue_share <= 1 or args.extra_hue_share and not args.region_batch:
+        p.error("--extra-hue-share is a share (0-1) of the region stage's things (with --region-batch)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     register_clip_configs()
@@ -511,6 +540,7 @@ def main(argv=None):
     meta = {"model": MODEL, "steps": args.steps, "batch": args.batch, "seed": args.seed, "init": args.init,
             "train_size": args.size, "vocab_share": args.vocab_share,
             "vocab_scene_share": args.vocab_scene_share, "off_palette_share": args.off_palette_share,
+            "extra_hue_share": args.extra_hue_share,
             "factor_weight": args.factor_weight,
             "region_batch": args.region_batch, "region_weight": args.region_weight, "lr": args.lr,
             "train_seconds": round(time.time() - start)}

@@ -5,9 +5,10 @@
 ``variant_scene(seed)`` draws it in one of the ``LAYOUT_VARIANTS`` (evaluation only);
 ``python -m ovseg_core.shapes dataset|stream`` writes datasets and camera streams.
 """
-from .world import (LAYOUT_VARIANTS, Scene, ShapesClasses, camera_pan, describe_layout, generate_scene,
-                    layout_scene, load_classes, repaint_off_palette, single_object_view, variant_scene)
+from .world import (EXTRA_HUES, LAYOUT_VARIANTS, Scene, ShapesClasses, camera_pan, describe_layout, generate_scene,
+                    layout_scene, load_classes, repaint_extra_hue, repaint_off_palette, single_object_view,
+                    variant_scene)
 
-__all__ = ["LAYOUT_VARIANTS", "Scene", "ShapesClasses", "camera_pan", "describe_layout", "generate_scene",
-           "layout_scene", "load_classes", "repaint_off_palette", "single_object_view",
+__all__ = ["EXTRA_HUES", "LAYOUT_VARIANTS", "Scene", "ShapesClasses", "camera_pan", "describe_layout", "generate_scene",
+           "layout_scene", "load_classes", "repaint_extra_hue", "repaint_off_palette", "single_object_view",
            "variant_scene"]

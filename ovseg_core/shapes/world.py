@@ -494,6 +494,23 @@ def single_object_view(seed: Union[int, np.random.Generator], name: str, size: S
                           center_jitter=center_jitter)
 
 
+# Named hues that are not in the palette (no class of the world has them). Drawn in every
+# shape, they show color and shape varying independently, the way real CLIP's web images
+# show stars of every color, without ever drawing an unseen thing (a palette color on a
+# shape the split withholds from it). Training data only: never a class of the world.
+EXTRA_HUES: Dict[str, Tuple[int, int, int]] = {"pink": (240, 125, 185), "brown": (125, 75, 35),
+                                               "teal": (20, 150, 150)}
+
+
+def _repaint(image: np.ndarray, mask: np.ndarray, color: str, paint: np.ndarray) -> np.ndarray:
+    """``image`` with the thing of palette ``color`` under ``mask`` painted ``paint`` (RGB),
+    its shading and outline kept (each pixel keeps its brightness relative to the color)."""
+    out = image.astype(np.float32)
+    shade = out[mask].mean(-1, keepdims=True) / np.asarray(load_classes().colors[color], np.float32).mean()
+    out[mask] = np.clip(np.asarray(paint, np.float32) * shade, 0, 255)
+    return out.astype(np.uint8)
+
+
 def repaint_off_palette(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, color: str) -> np.ndarray:
     """``image`` with the thing of palette ``color`` under ``mask`` repainted in a grey or
     faint tint (channels within 12% of one grey level, so no palette hue), its shading and
@@ -501,11 +518,18 @@ def repaint_off_palette(rng: np.random.Generator, image: np.ndarray, mask: np.nd
     bare shape word, it teaches shape apart from color (the prior real CLIP has from the
     web, where stars come in every color) without ever drawing an unseen thing."""
     level = rng.uniform(30, 235)
-    paint = np.clip(level * (1 + rng.uniform(-0.12, 0.12, 3)), 0, 255).astype(np.float32)
-    out = image.astype(np.float32)
-    shade = out[mask].mean(-1, keepdims=True) / np.asarray(load_classes().colors[color], np.float32).mean()
-    out[mask] = np.clip(paint * shade, 0, 255)
-    return out.astype(np.uint8)
+    return _repaint(image, mask, color, np.clip(level * (1 + rng.uniform(-0.12, 0.12, 3)), 0, 255))
+
+
+def repaint_extra_hue(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, color: str,
+                      hue: str) -> np.ndarray:
+    """``image`` with the thing of palette ``color`` under ``mask`` repainted in the named
+    off-palette ``hue`` (:data:`EXTRA_HUES`, with the per-thing jitter palette colors get),
+    shading and outline kept: a "pink star" to be named as such."""
+    if hue not in EXTRA_HUES:
+        raise ValueError(f"hue {hue!r} is not an extra hue; choose one of {', '.join(EXTRA_HUES)}")
+    paint = np.clip(np.asarray(EXTRA_HUES[hue], np.float32) + rng.normal(0, 10, 3), 0, 255)
+    return _repaint(image, mask, color, paint)
 
 
 def camera_pan(seed: int, num_frames: int, size: int = 128, world_width: Optional[int] = None,

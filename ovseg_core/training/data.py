@@ -70,24 +70,30 @@ class ShapesSource:
     With ``grey_share`` > 0 each thing is, with that probability, repainted off the palette
     (:func:`repaint_off_palette`) and labelled by its bare shape word, a training class of
     its own: the classifier must then name a shape that no color gives away, the prior
-    an unseen "color shape" needs, while no unseen thing is ever drawn."""
+    an unseen "color shape" needs, while no unseen thing is ever drawn. With ``hue_share``
+    > 0 a thing not so repainted is, with that probability, repainted in a named
+    off-palette hue (:data:`EXTRA_HUES`) and labelled by it ("pink star"), every shape in
+    every such hue: color and shape shown varying independently."""
 
-    def __init__(self, vocabulary: Vocabulary, num: int, seed: int, size: int, grey_share: float = 0.0):
-        from ..shapes.world import load_classes
-        if not 0.0 <= grey_share <= 1.0:
-            raise ValueError(f"data.shapes_grey_share must be within 0-1, got {grey_share}")
+    def __init__(self, vocabulary: Vocabulary, num: int, seed: int, size: int, grey_share: float = 0.0,
+                 hue_share: float = 0.0):
+        from ..shapes.world import EXTRA_HUES, load_classes
+        for key, share in (("shapes_grey_share", grey_share), ("shapes_hue_share", hue_share)):
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"data.{key} must be within 0-1, got {share}")
         self.drawn = vocabulary.names
-        if grey_share > 0:
-            shapes = load_classes().shapes
-            vocabulary = Vocabulary(vocabulary.classes + tuple(VocabClass(s, (s,), True) for s in shapes))
-        self.vocabulary = vocabulary
-        self.num, self.seed, self.size, self.grey_share = num, seed, size, grey_share
+        shapes = load_classes().shapes
+        extra = list(shapes) if grey_share > 0 else []
+        extra += [f"{h} {s}" for h in EXTRA_HUES for s in shapes] if hue_share > 0 else []
+        self.vocabulary = Vocabulary(vocabulary.classes + tuple(VocabClass(n, (n,), True) for n in extra))
+        self.num, self.seed, self.size = num, seed, size
+        self.grey_share, self.hue_share = grey_share, hue_share
 
     def __len__(self) -> int:
         return self.num
 
     def load(self, i: int) -> Sample:
-        from ..shapes.world import generate_scene, repaint_off_palette
+        from ..shapes.world import EXTRA_HUES, generate_scene, repaint_extra_hue, repaint_off_palette
         scene = generate_scene(self.seed + i, size=self.size, classes=self.drawn)
         lookup = {n: k for k, n in enumerate(self.vocabulary.names)}
         rng = np.random.default_rng([self.seed + i, 1])     # the scene's own stream stays untouched
@@ -97,9 +103,14 @@ class ShapesSource:
         for seg in scene.segments:
             pixels = scene.segment_map == seg["id"]
             name = seg["class_name"]
-            if self.grey_share > 0 and seg["isthing"] and rng.random() < self.grey_share:
+            if seg["isthing"] and self.grey_share > 0 and rng.random() < self.grey_share:
                 color, name = name.split(" ")
                 image = repaint_off_palette(rng, image, pixels, color)
+            elif seg["isthing"] and self.hue_share > 0 and rng.random() < self.hue_share:
+                color, shape = name.split(" ")
+                hue = str(rng.choice(list(EXTRA_HUES)))
+                image = repaint_extra_hue(rng, image, pixels, color, hue)
+                name = f"{hue} {shape}"
             classes.append(lookup[name])
             index[pixels] = len(classes)
         return Sample(image, index, classes, np.zeros(index.shape, bool))
@@ -142,7 +153,8 @@ def build_source(cfg: DataConfig, where: str):
     """The recipe's training data: a generated ShapesWorld or a dataset reader's split."""
     if cfg.dataset == "shapes":
         vocab, _ = shapes_vocabulary(cfg, where)
-        return ShapesSource(vocab, cfg.shapes_num_scenes, cfg.shapes_seed, cfg.shapes_size, cfg.shapes_grey_share)
+        return ShapesSource(vocab, cfg.shapes_num_scenes, cfg.shapes_seed, cfg.shapes_size, cfg.shapes_grey_share,
+                            cfg.shapes_hue_share)
     from ..datasets import load_dataset
     if not cfg.root:
         raise ValueError(f"{where}: data.root is not set; pass --data-root DIR (the {cfg.dataset} folder)")

@@ -35,6 +35,7 @@ class DataConfig:
     shapes_seed: int = 0
     shapes_size: int = 128
     shapes_grey_share: float = 0.0       # a share of things repainted grey, named by the bare shape word
+    shapes_hue_share: float = 0.0        # a share of things repainted in an off-palette hue ("pink star")
 
 
 @dataclass
