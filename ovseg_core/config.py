@@ -88,6 +88,8 @@ class TextConfig:
 class InferenceConfig:
     object_mask_threshold: float = 0.0   # FC-CLIP's evaluation setting; 0.8 is Mask2Former's COCO default
     overlap_threshold: float = 0.8
+    split_components: float = 0.0        # > 0: a proposal of several connected parts becomes one proposal
+                                         # per part of at least this fraction of its largest (0: off)
 
 
 @dataclass

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .structures import Segment
+from .structures import MaskProposals, Segment
 
 
 def _check_inputs(class_probs: torch.Tensor, mask_logits: torch.Tensor) -> None:
@@ -117,3 +117,49 @@ def semantic_map(class_probs: torch.Tensor, mask_logits: torch.Tensor,
     rows = max(1, max_elements // (k * max(w, 1)))
     bands = [semantic_scores(class_probs, band).argmax(0) for band in mask_logits.split(rows, dim=1)]
     return torch.cat(bands).cpu().numpy().astype(np.int32) if bands else np.zeros((h, w), np.int32)
+
+
+def split_components(proposals: MaskProposals, min_fraction: float, min_pixels: int = 4) -> MaskProposals:
+    """Each proposal whose mask (logit > 0) falls into several connected parts, each at
+    least ``min_fraction`` of its largest part (and ``min_pixels``), becomes one proposal
+    per part, all at its objectness. A small mask generator sometimes gives one query to
+    two things of one look that do not touch; a per-mask classifier then names their
+    union, and the merge gives both to one segment. Every pixel of the original mask
+    logits goes to the part nearest it (smaller parts and soft borders included), so the
+    parts tile the original mask exactly. Images of a batch are padded to the same number
+    of queries with empty masks at objectness 0."""
+    if min_fraction <= 0:
+        return proposals
+    masks, objectness = proposals.masks, proposals.objectness
+    inside = (masks > 0).cpu().numpy()
+    per_image = []
+    for b in range(masks.shape[0]):
+        parts = []                                          # (query, region [h, w] bool)
+        for q in range(masks.shape[1]):
+            labels, n = ndimage.label(inside[b, q])
+            if n < 2:
+                continue
+            areas = np.bincount(labels.ravel())[1:]
+            big = np.flatnonzero(areas >= max(min_pixels, min_fraction * areas.max())) + 1
+            if len(big) < 2:
+                continue
+            kept = np.where(np.isin(labels, big), labels, 0)
+            _, (iy, ix) = ndimage.distance_transform_edt(kept == 0, return_indices=True)
+            nearest = kept[iy, ix]
+            parts += [(q, nearest == part) for part in big]
+        per_image.append(parts)
+    if not any(per_image):
+        return proposals
+    q_out = max(masks.shape[1] + len(parts) - len({q for q, _ in parts}) for parts in per_image)
+    out_masks = masks.new_full((masks.shape[0], q_out) + tuple(masks.shape[2:]), -20.0)
+    out_obj = objectness.new_zeros((objectness.shape[0], q_out))
+    for b, parts in enumerate(per_image):
+        split = {q for q, _ in parts}
+        whole = [q for q in range(masks.shape[1]) if q not in split]
+        out_masks[b, :len(whole)] = masks[b, whole]
+        out_obj[b, :len(whole)] = objectness[b, whole]
+        for j, (q, region) in enumerate(parts, start=len(whole)):
+            region = torch.from_numpy(region).to(masks.device)
+            out_masks[b, j] = torch.where(region, masks[b, q], out_masks.new_tensor(-20.0))
+            out_obj[b, j] = objectness[b, q]
+    return MaskProposals(out_masks, out_obj)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import InferenceConfig, PresetConfig
-from .postprocess import panoptic_merge, semantic_map
+from .postprocess import panoptic_merge, semantic_map, split_components
 from .resize import batch_for_stage, check_resize_mode, crop_resize, move_masks, resize_image, valid_fractions
 from .structures import MaskProposals, PanopticResult
 from .text import ClassEmbeddings, TextEncoder
@@ -201,6 +201,13 @@ class Segmenter:
         clip, clip_sizes = batch_for_stage(images, self.clip_size, self.clip_resize, self._clip_multiple())
         return Layout(prop, prop_sizes, clip, clip_sizes)
 
+    def propose(self, layout: Layout) -> MaskProposals:
+        """The mask generator's proposals for ``layout``'s batch, split into connected parts
+        where ``inference.split_components`` asks for it."""
+        with self.autocast():
+            proposals = self.proposals(layout.proposal_batch)
+        return split_components(proposals, self.inference.split_components)
+
     def _logits(self, layout: Layout, vocabulary, proposals, classifier=None, text=None, **kwargs):
         """-> (vocabulary, proposals in their own frame, their valid fractions, the classifier's output).
 
@@ -209,7 +216,7 @@ class Segmenter:
         vocab, text = self.encode_vocabulary(vocabulary) if text is None else (Vocabulary.from_any(vocabulary), text)
         with self.autocast():
             if proposals is None:
-                proposals = self.proposals(layout.proposal_batch)
+                proposals = self.propose(layout)
                 valid = layout.proposal_valid
             else:
                 valid = [(1.0, 1.0)] * len(layout.clip_sizes)

@@ -59,6 +59,8 @@ PARAMETERS = {
                       "ratio is kept unless the preset says resize: square); 0: the preset's"),
     "object_mask_threshold": (-1.0, "drop proposals below this class score; < 0: the preset's"),
     "overlap_threshold": (-1.0, "drop segments keeping less of their mask; < 0: the preset's"),
+    "split_components": (-1.0, "split a proposal into its connected parts of at least this fraction of "
+                               "its largest; 0: off; < 0: the preset's"),
     "cameras": (["/camera/image_raw"],
                 "input topics; a topic ending in /compressed is a sensor_msgs/CompressedImage"),
     "camera_names": ([""], "output names per camera (outputs go to ~/NAME/...); empty: from the topic"),
@@ -195,7 +197,7 @@ class SegmentationNode(LifecycleNode):
         out = {}
         if self.param("input_size") > 0:
             out["clip.input_size"] = out["proposals.input_size"] = int(self.param("input_size"))
-        for key in ("object_mask_threshold", "overlap_threshold"):
+        for key in ("object_mask_threshold", "overlap_threshold", "split_components"):
             if self.param(key) >= 0:
                 out[f"inference.{key}"] = float(self.param(key))
         if self.param("precision") != "auto":

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ovseg_core.postprocess import panoptic_merge, semantic_map, semantic_scores
+from ovseg_core.postprocess import panoptic_merge, semantic_map, semantic_scores, split_components
+from ovseg_core.structures import MaskProposals
 
 NAMES = ["cat", "dog", "sky"]
 IS_THING = [True, True, False]
@@ -156,3 +157,66 @@ def test_semantic_map_in_bands_equals_at_once():
     logits = torch.randn(6, 37, 23)
     whole = semantic_scores(probs, logits).argmax(0).numpy()
     np.testing.assert_array_equal(semantic_map(probs, logits, max_elements=4 * 23 * 3), whole)
+
+
+def blob_masks():
+    """[1, 3, 12, 12] logits: query 0 two squares apart (4x4 and 3x3) with a soft rim,
+    query 1 one square, query 2 a square plus a 1-pixel speck."""
+    m = torch.full((1, 3, 12, 12), -6.0)
+    m[0, 0, 0:6, 0:6] = -1.0                 # soft rim around the first square, below 0
+    m[0, 0, 1:5, 1:5] = 4.0
+    m[0, 0, 8:11, 8:11] = 3.0
+    m[0, 1, 6:10, 0:4] = 5.0
+    m[0, 2, 0:5, 7:12] = 2.0
+    m[0, 2, 11, 0] = 2.0
+    return m
+
+
+def test_split_components_gives_each_connected_part_its_own_proposal():
+    m = blob_masks()
+    obj = torch.tensor([[0.9, 0.8, 0.7]])
+    out = split_components(MaskProposals(m, obj), min_fraction=0.1, min_pixels=2)
+    # query 0 became two proposals; 1 and 2 stay whole (2's speck is under min_pixels)
+    assert out.masks.shape == (1, 4, 12, 12)
+    assert out.objectness[0].tolist() == pytest.approx([0.8, 0.7, 0.9, 0.9])
+    assert torch.equal(out.masks[0, 0], m[0, 1]) and torch.equal(out.masks[0, 1], m[0, 2])
+    first, second = out.masks[0, 2] > 0, out.masks[0, 3] > 0
+    assert first.sum() == 16 and bool(first[1:5, 1:5].all())
+    assert second.sum() == 9 and bool(second[8:11, 8:11].all())
+    # the parts tile the original logits exactly: every pixel's logit goes to one part
+    parts = torch.stack([out.masks[0, 2], out.masks[0, 3]])
+    assert torch.equal(parts.max(0).values, m[0, 0])
+    assert ((parts > -20).sum(0) == 1).all()
+    # the soft rim went with the square it surrounds
+    assert out.masks[0, 2][0, 0] == -1.0 and out.masks[0, 3][0, 0] == -20.0
+
+
+def test_split_components_keeps_small_parts_with_the_nearest_kept_one():
+    m = blob_masks()
+    obj = torch.tensor([[0.9, 0.8, 0.7]])
+    # at 0.6 of the largest part, the 3x3 square (9 < 0.6 * 16) is not a proposal of its own
+    out = split_components(MaskProposals(m, obj), min_fraction=0.6, min_pixels=2)
+    assert torch.equal(out.masks, m) and torch.equal(out.objectness, obj)
+    assert torch.equal(split_components(MaskProposals(m, obj), min_fraction=0.0).masks, m)
+
+
+def test_split_components_pads_a_batch_with_empty_proposals():
+    m = torch.cat([blob_masks(), torch.full((1, 3, 12, 12), -6.0)])
+    m[1, 0, 2:6, 2:6] = 5.0
+    obj = torch.full((2, 3), 0.9)
+    out = split_components(MaskProposals(m, obj), min_fraction=0.1, min_pixels=2)
+    assert out.masks.shape == (2, 4, 12, 12)
+    assert torch.equal(out.masks[1, :3], m[1]) and out.objectness[1, 3] == 0
+    assert (out.masks[1, 3] < 0).all()
+
+
+def test_split_components_lets_the_merge_name_each_part():
+    """Two things of one look that one query covers become two segments."""
+    m = blob_masks()[0, :1]
+    p = probs((CAT, 0.9))
+    seg_map, segments = merge(p, m, overlap_threshold=0.5)
+    assert len(segments) == 1
+    out = split_components(MaskProposals(m[None], torch.ones(1, 1)), 0.1, 2)
+    seg_map, segments = merge(probs((CAT, 0.9), (DOG, 0.9)), out.masks[0], overlap_threshold=0.5)
+    assert [s.class_name for s in segments] == ["cat", "dog"]
+    assert [s.area for s in segments] == [16, 9]

@@ -97,3 +97,23 @@ def test_torch_images_are_accepted(segmenter):
     np.testing.assert_array_equal(a.segment_map, b.segment_map)
     batch = segmenter(torch.stack([t, t]), "car; road [stuff]")
     assert len(batch) == 2
+
+
+@pytest.mark.parametrize("split, segments", [(0.0, 1), (0.1, 2)])
+def test_inference_split_components_splits_a_proposal_of_two_parts(split, segments):
+    """The preset key reaches the pipeline: one proposal on two squares apart names them
+    as one segment, or (split) as two."""
+    from ovseg_core.structures import MaskProposals
+    torch.manual_seed(0)
+    seg = build_segmenter("tiny", device="cpu", overrides={"inference.overlap_threshold": 0.0,
+                                                           "inference.split_components": split})
+
+    def two_squares(batch):
+        m = torch.full((batch.shape[0], 1, 16, 16), -8.0)
+        m[:, 0, 2:6, 2:6] = m[:, 0, 10:14, 10:14] = 8.0
+        return MaskProposals(m, torch.ones(batch.shape[0], 1))
+
+    seg.proposals = two_squares
+    result = seg(image(64, 64), "car")
+    assert len(result.segments) == segments
+    assert abs(sum(s.area for s in result.segments) - 2 * 16 * 16) < 32     # bilinear borders

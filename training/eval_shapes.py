@@ -139,8 +139,7 @@ def oracle_class_result(segmenter, image: torch.Tensor, scene: Scene, vocab: Voc
     at its own objectness, then the pipeline's panoptic merge. Returns the proposals'
     mask logits on the image [Q, H, W] (for recall) and the PanopticResult."""
     layout = segmenter.layout(image.to(segmenter.device))
-    with segmenter.autocast():
-        proposals = segmenter.proposals(layout.proposal_batch)
+    proposals = segmenter.propose(layout)
     valid = layout.proposal_valid[0]
     size = scene.segment_map.shape
     masks = crop_resize(proposals.masks[0].float(), valid, size)
