@@ -13,6 +13,8 @@ Variants (all built from ``config/presets/shapes.yaml`` with dotted overrides):
   mask_adapter  Mask-Adapter (adapter_hidden 64)
   proposals_128 the preset's classifier with Mask2Former fed at 128 px instead of the
                 preset's 192 (issue 13, section 3): what the larger input costs, in (b)
+  no_split      the preset's proposals not split into connected parts
+                (``inference.split_components``): what the split costs, in (b)
 
 SMART's, SMA's, the adapters' and the learned void's new modules are at their random
 initialisation (no trained delta is loaded): timing does not depend on their values.
@@ -73,6 +75,7 @@ VARIANTS: Dict[str, tuple] = {
     "mask_adapter": ("Mask-Adapter (hidden 64)", {"classifier.type": "mask_adapter",
                                                   "classifier.adapter_hidden": 64}),
     "proposals_128": ("Mask2Former input 128 px (before 192)", {"proposals.input_size": 128}),
+    "no_split": ("proposals not split into parts (before)", {"inference.split_components": 0.0}),
 }
 
 
@@ -250,12 +253,11 @@ def main(argv: Sequence[str] = None) -> int:
         for seg in segmenters.values():
             seg.encode_vocabulary(vocab)
         log(f"vocabulary ({len(vocab)} classes) ready in {time.perf_counter() - t0:.1f} s")
-        # The Mask2Former proposals, once, from the baseline (every variant has the same one).
+        # The proposals, once, from the baseline (every variant has the same ones).
         layout = base.layout(tensors)
-        with base.autocast():
-            proposals = base.proposals(layout.proposal_batch)
+        proposals = base.propose(layout)
         one = MaskProposals(proposals.masks[:1], proposals.objectness[:1])
-        num_queries = proposals.masks.shape[1]
+        num_queries = proposals.masks.shape[1]      # after the connected-part split: the batch's most
 
         for label, batch, props in (("(a) batch 1", tensors[:1], one),
                                     (f"(a) batch {args.batch}", tensors, proposals)):
@@ -284,7 +286,7 @@ def main(argv: Sequence[str] = None) -> int:
     # ---- the table ---------------------------------------------------------------------
     load_end = load_average()
     dev_name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
-    print(f"\n{PRESET} (CLIP {base.clip_size[0]}x{base.clip_size[1]}, Mask2Former {num_queries} queries), "
+    print(f"\n{PRESET} (CLIP {base.clip_size[0]}x{base.clip_size[1]}, {num_queries} proposals per image in (a)), "
           f"{len(vocab)} classes, {args.batch} scenes of {args.size} px "
           f"(seeds {args.seed}-{args.seed + args.batch - 1}), "
           f"{dev_name}, precision {base.amp_dtype or 'fp32'}; median of {rounds} rounds ((b): {2 * rounds}); "
