@@ -243,10 +243,33 @@ def test_diagnose_shapes_reports_text_and_mask_token_factors(tmp_path, capsys):
     assert set(text["analogy nearest"]) == {"red star", "orange hexagon", "yellow cross", "green circle",
                                             "blue square", "purple triangle"}
     tokens = report["mask tokens, oracle masks"]
+    probe = tokens.pop("linear shape probe")
     assert set(tokens) == {"seen things", "unseen things"}
     assert sum(row["things"] for row in tokens.values()) > 0
     assert all(0 <= row[k] <= 100 for row in tokens.values() for k in ("class", "shape word", "color word"))
-    assert "analogy right for" in capsys.readouterr().out
+    assert sum(probe["things"].values()) == sum(row["things"] for row in tokens.values())
+    for name in ("as is", "centred within color"):
+        assert all(v is None or 0 <= v <= 100 for v in probe[name].values())
+    printed = capsys.readouterr().out
+    assert "analogy right for" in printed and "linear shape probe" in printed
+
+
+def test_the_shape_probe_learns_a_color_prior_that_centring_removes():
+    """Synthetic mask embeddings = a color direction + a shape direction, seen things a
+    Latin square short of one shape per color (as ShapesWorld's split): the probe fitted
+    as is reads the color and misses unseen things; centred within color it names them."""
+    import diagnose_shapes
+    torch.manual_seed(0)
+    colors, shapes = torch.randn(6, 32) * 3, torch.randn(6, 32)
+    data = []
+    for _ in range(40):
+        for c in range(6):
+            for s in range(6):
+                data.append((colors[c] + shapes[s] + 0.3 * torch.randn(32), s, c, s == (c + 3) % 6))
+    probe = diagnose_shapes.shape_probe(data)
+    assert probe["centred within color"]["held-out seen"] > 90
+    assert probe["centred within color"]["unseen"] > 90
+    assert probe["centred within color"]["unseen"] > probe["as is"]["unseen"]
 
 
 def test_shapes_table_renders_a_report_in_both_modes(shipped, tmp_path, capsys):

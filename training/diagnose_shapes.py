@@ -16,6 +16,9 @@ and *color word* ("red") is right (chance 1/6), beside the accuracy over the 44 
 A tower that knows shapes compositionally gets the shape word as right for unseen things
 as for seen ones; one that learned "red things are circles, squares, ..." from the seen
 classes alone does worse than chance on unseen things.
+
+Linear shape probe: what a readout trained on the seen things alone can learn from the
+mask embeddings (``shape_probe``), on them as they are and centred within each color.
 """
 from __future__ import annotations
 
@@ -76,6 +79,7 @@ def mask_token_report(segmenter, world, seeds) -> dict:
     _, shape_words = segmenter.encode_vocabulary(Vocabulary.parse("; ".join(world.shapes)))
     _, color_words = segmenter.encode_vocabulary(Vocabulary.parse("; ".join(world.colors)))
     hits, counts = Counter(), Counter()
+    probe_data = []                                  # (feature, shape, color, unseen) per thing
     for seed in tqdm(seeds, desc="oracle masks", file=sys.stderr):
         scene = generate_scene(seed, size=128)
         image = torch.from_numpy(scene.image).permute(2, 0, 1)[None].float() / 255.0
@@ -92,9 +96,56 @@ def mask_token_report(segmenter, world, seeds) -> dict:
             hits[group, "shape (of the class)"] += said[-1] == shape
             hits[group, "shape word"] += world.shapes[int((feature @ shape_words.embeddings.T).argmax())] == shape
             hits[group, "color word"] += list(world.colors)[int((feature @ color_words.embeddings.T).argmax())] == color
-    return {group: {"things": counts[group], **{key: 100 * hits[group, key] / max(1, counts[group])
-                                               for key in ("class", "shape (of the class)", "shape word", "color word")}}
-            for group in ("seen things", "unseen things")}
+            probe_data.append((feature.float(), world.shapes.index(shape), list(world.colors).index(color),
+                               seg["class_name"] in world.unseen))
+    report = {group: {"things": counts[group], **{key: 100 * hits[group, key] / max(1, counts[group])
+                                                 for key in ("class", "shape (of the class)", "shape word",
+                                                             "color word")}}
+              for group in ("seen things", "unseen things")}
+    report["linear shape probe"] = shape_probe(probe_data)
+    return report
+
+
+def shape_probe(data, weight_decay: float = 0.01, seed: int = 0) -> dict:
+    """What any readout trained on the seen classes learns: a linear softmax probe for the
+    shape, fitted on the mask embeddings of 80% of the seen things (the rest held out),
+    scored on held-out seen things and on unseen ones (percent; None when there are none).
+    Fitted twice: on the embeddings as they are, and centred within each color (minus the
+    mean of the training things of that color: the color offset removed, the shape left).
+    Seen things show each color with five shapes only, so the first probe can learn "a red
+    thing is no star"; the second cannot lean on the color."""
+    if not data:
+        return {}
+    x = torch.stack([d[0] for d in data])
+    shape, color, unseen = (torch.tensor([d[k] for d in data]) for k in (1, 2, 3))
+    seen = torch.nonzero(~unseen).flatten()
+    seen = seen[torch.randperm(len(seen), generator=torch.Generator().manual_seed(seed))]
+    train, held = seen[:int(0.8 * len(seen))], seen[int(0.8 * len(seen)):]
+    out = {"things": {"train": len(train), "held-out seen": len(held), "unseen": int(unseen.sum())}}
+    centred = x.clone()
+    for c in color.unique():
+        mine = train[color[train] == c]
+        if len(mine):
+            centred[color == c] -= x[mine].mean(0)
+    for name, feats in (("as is", x), ("centred within color", centred)):
+        feats = feats / (feats[train].std(0) + 1e-6)
+        w = torch.zeros(feats.shape[1], 6, requires_grad=True)
+        b = torch.zeros(6, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], max_iter=200)
+
+        def closure():
+            opt.zero_grad()
+            loss = F.cross_entropy(feats[train] @ w + b, shape[train]) + weight_decay * (w ** 2).sum()
+            loss.backward()
+            return loss
+
+        if len(train):
+            opt.step(closure)
+        with torch.no_grad():
+            right = (feats @ w + b).argmax(-1) == shape
+        score = lambda idx: 100 * float(right[idx].float().mean()) if len(idx) else None  # noqa: E731
+        out[name] = {"held-out seen": score(held), "unseen": score(torch.nonzero(unseen).flatten())}
+    return out
 
 
 def main(argv=None):
@@ -122,10 +173,18 @@ def main(argv=None):
           f"{text['mean cos same color, other shape']:.3f}, same shape {text['mean cos same shape, other color']:.3f}; "
           f"shape differences agree across colors: mean cos {text['mean cos of shape differences across colors']:.3f}; "
           f"analogy right for {text['analogy right']}/6 unseen things")
-    for group, row in report["mask tokens, oracle masks"].items():
+    tokens = report["mask tokens, oracle masks"]
+    probe = tokens.pop("linear shape probe")
+    for group, row in tokens.items():
         print(f"mask tokens, {group} ({row['things']}): class {row['class']:.1f}%, shape of the class "
               f"{row['shape (of the class)']:.1f}%, nearest shape word {row['shape word']:.1f}%, nearest color word "
               f"{row['color word']:.1f}% (chance 16.7%)")
+    tokens["linear shape probe"] = probe
+    pct = lambda v: "-" if v is None else f"{v:.1f}%"  # noqa: E731
+    for name in ("as is", "centred within color"):
+        if name in probe:
+            print(f"linear shape probe on the mask embeddings, trained on seen things ({probe['things']['train']}), "
+                  f"{name}: held-out seen {pct(probe[name]['held-out seen'])}, unseen {pct(probe[name]['unseen'])}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))
