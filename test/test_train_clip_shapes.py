@@ -164,29 +164,42 @@ def test_region_loss_prefers_the_right_names():
                          tcs.region_loss(moved, labels, texts, scale, 0.5))
 
 
+def repainted_regions(**share):
+    """12 region-stage scenes drawn with ``share`` (off_palette_share / extra_hue_share)
+    against the same scenes drawn plainly (the scenes are drawn before any repainting):
+    after checking that every region kept its label and its pixels, each scene's captions
+    (plain, changed) and its repainted regions as (plain label, new label, mean RGB)."""
+    images, captions, masks, labels = tcs.region_batch(np.random.default_rng(8), 12, 64, **share)
+    plain_images, plain_captions, _, plain_labels = tcs.region_batch(np.random.default_rng(8), 12, 64)
+    out = []
+    for i in range(12):
+        repainted = []
+        for mask, label, before in zip(masks[i] > 0, labels[i].tolist(), plain_labels[i].tolist()):
+            pixels = mask.numpy()
+            if label == before:
+                assert np.array_equal(images[i][pixels], plain_images[i][pixels])
+            else:
+                repainted.append((before, label, images[i][pixels].astype(np.float32).mean(0)))
+        out.append((plain_captions[i], captions[i], repainted))
+    return out
+
+
 def test_region_batch_names_off_palette_things_by_shape_alone():
     names, world = tcs.region_names(), load_classes()
-    images, captions, masks, labels = tcs.region_batch(np.random.default_rng(8), 12, 64, off_palette_share=0.5)
-    # the same scenes drawn plainly (the scenes are drawn before any repainting)
-    plain_images, plain_captions, _, plain_labels = tcs.region_batch(np.random.default_rng(8), 12, 64)
     palette = np.array(list(world.colors.values()), np.float32)
     grey = 0
-    for i in range(12):
+    for plain_caption, caption, repainted in repainted_regions(off_palette_share=0.5):
         removed = []
-        for mask, label, before in zip(masks[i] > 0, labels[i].tolist(), plain_labels[i].tolist()):
-            if label < len(names):
-                assert label == before
-                assert np.array_equal(images[i][mask.numpy()], plain_images[i][mask.numpy()])
-                continue
+        for before, label, rgb in repainted:
+            assert label >= len(names)                              # past the region classes: a shape
             grey += 1
             color, shape = names[before].split(" ")
             assert shape == world.shapes[label - len(names)]
-            rgb = images[i][mask.numpy()].astype(np.float32).mean(0)
             assert np.abs(palette - rgb).sum(1).min() > 60          # no palette color is drawn
             removed.append(color)
         # each repainted thing's phrase lost its color word, and nothing else changed
-        assert set(plain_captions[i].split()) - set(captions[i].split()) <= set(removed) | {"an"}  # an orange -> a
-        assert len(plain_captions[i].split()) - len(captions[i].split()) == len(removed)
+        assert set(plain_caption.split()) - set(caption.split()) <= set(removed) | {"an"}  # an orange -> a
+        assert len(plain_caption.split()) - len(caption.split()) == len(removed)
     assert grey > 5
 
 
@@ -208,27 +221,19 @@ def test_an_off_palette_region_is_scored_against_the_shape_words_only():
 def test_region_batch_names_extra_hue_things_by_their_hue():
     plain_names, names, world = tcs.region_names(), tcs.region_names(True), load_classes()
     assert names[:len(plain_names)] == plain_names and len(names) == len(plain_names) + 18
-    images, captions, masks, labels = tcs.region_batch(np.random.default_rng(8), 12, 64, extra_hue_share=0.5)
-    plain_images, plain_captions, _, plain_labels = tcs.region_batch(np.random.default_rng(8), 12, 64)
     palette = np.array(list(world.colors.values()), np.float32)
     hued = 0
-    for i in range(12):
-        for mask, label, before in zip(masks[i] > 0, labels[i].tolist(), plain_labels[i].tolist()):
-            if label < 0:
-                continue
-            if label < len(plain_names):
-                assert label == before
-                assert np.array_equal(images[i][mask.numpy()], plain_images[i][mask.numpy()])
-                continue
+    for plain_caption, caption, repainted in repainted_regions(extra_hue_share=0.5):
+        for before, label, rgb in repainted:
+            assert label >= len(plain_names)                        # an extra-hue class
             hued += 1
             hue, shape = names[label].split(" ")
             color, shape_before = names[before].split(" ")
             assert shape == shape_before and hue in EXTRA_HUES
-            rgb = images[i][mask.numpy()].astype(np.float32).mean(0)
             # the thing now has its hue (shaded), and no palette color
             assert np.abs(palette - rgb).sum(1).min() > 40, (names[label], rgb)
             assert np.abs(np.array(list(EXTRA_HUES.values())) - rgb).sum(1).argmin() == list(EXTRA_HUES).index(hue)
-            assert f"{hue} {shape}" in captions[i] and f"{hue} {shape}" not in plain_captions[i]
+            assert f"{hue} {shape}" in caption and f"{hue} {shape}" not in plain_caption
     assert hued > 5
     # no unseen thing is a region class, and no extra-hue name is one of the world's classes
     assert not set(names) & set(world.unseen_of(world.things))

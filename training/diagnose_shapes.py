@@ -174,12 +174,12 @@ def main(argv=None):
           f"shape differences agree across colors: mean cos {text['mean cos of shape differences across colors']:.3f}; "
           f"analogy right for {text['analogy right']}/6 unseen things")
     tokens = report["mask tokens, oracle masks"]
-    probe = tokens.pop("linear shape probe")
-    for group, row in tokens.items():
+    for group in ("seen things", "unseen things"):
+        row = tokens[group]
         print(f"mask tokens, {group} ({row['things']}): class {row['class']:.1f}%, shape of the class "
               f"{row['shape (of the class)']:.1f}%, nearest shape word {row['shape word']:.1f}%, nearest color word "
               f"{row['color word']:.1f}% (chance 16.7%)")
-    tokens["linear shape probe"] = probe
+    probe = tokens["linear shape probe"]
     pct = lambda v: "-" if v is None else f"{v:.1f}%"  # noqa: E731
     for name in ("as is", "centred within color"):
         if name in probe:

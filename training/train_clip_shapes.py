@@ -41,7 +41,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ovseg_core.modeling.clip_encoder import MaskCLIPEncoder  # noqa: E402
 from ovseg_core.shapes.world import (EXTRA_HUES, generate_scene, load_classes,  # noqa: E402
-                                     repaint_extra_hue, repaint_off_palette, single_object_view)
+                                     repaint_for_training, repaint_off_palette, single_object_view)
 from ovseg_core.weights import create_clip, register_clip_configs  # noqa: E402
 
 MODEL = "ovseg-shapes-vit"  # config/clip/ovseg-shapes-vit.json
@@ -235,11 +235,11 @@ def region_batch(rng: np.random.Generator, n: int, size: int, scene_radius=(8, 2
     """``n`` scenes of the CLIP split, their ground-truth masks as logits [n, Q, H, W]
     (padded with empty masks) and each mask's index in ``region_names(extra_hue_share > 0)``
     (-1: padding). With ``off_palette_share`` each thing is, with that probability,
-    repainted off the palette (``repaint_off_palette``), its caption phrase loses the color
-    word and its label becomes ``len(names) + shape index``: a region named by shape
-    alone. With ``extra_hue_share`` a thing not so repainted is, with that probability,
-    repainted in a random extra hue (``repaint_extra_hue``) and named by it, in its label
-    and its caption phrase ("a pink star")."""
+    repainted off the palette, its caption phrase loses the color word and its label
+    becomes ``len(names) + shape index``: a region named by shape alone. With
+    ``extra_hue_share`` a thing not so repainted is, with that probability, repainted in a
+    random extra hue and named by it, in its label and its caption phrase ("a pink star")
+    (``repaint_for_training``, as SMART's training data)."""
     names = region_names(extra_hue_share > 0)
     shapes = load_classes().shapes
     scenes = [generate_scene(rng, size=size, classes=region_names(), radius=tuple(scene_radius),
@@ -262,16 +262,14 @@ def region_batch(rng: np.random.Generator, n: int, size: int, scene_radius=(8, 2
             if not seg["isthing"]:
                 continue
             color, shape = seg["class_name"].split(" ")
-            pixels = scene.segment_map == seg["id"]
-            if off_palette_share and rng.random() < off_palette_share:
-                image = repaint_off_palette(rng, image, pixels, color)
+            image, name = repaint_for_training(rng, image, scene.segment_map == seg["id"], seg["class_name"],
+                                               off_palette_share, extra_hue_share)
+            if name == shape:                                # grey: named by its shape alone
                 caption = rename(caption, color, shape, "")
                 labels[i, j] = len(names) + shapes.index(shape)
-            elif extra_hue_share and rng.random() < extra_hue_share:
-                hue = str(rng.choice(list(EXTRA_HUES)))
-                image = repaint_extra_hue(rng, image, pixels, color, hue)
-                caption = rename(caption, color, shape, hue)
-                labels[i, j] = names.index(f"{hue} {shape}")
+            elif name != seg["class_name"]:                  # an extra hue
+                caption = rename(caption, color, shape, name.split(" ")[0])
+                labels[i, j] = names.index(name)
         images.append(image)
         captions.append(caption)
     return np.stack(images), captions, masks, labels

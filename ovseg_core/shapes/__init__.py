@@ -6,9 +6,9 @@
 ``python -m ovseg_core.shapes dataset|stream`` writes datasets and camera streams.
 """
 from .world import (EXTRA_HUES, LAYOUT_VARIANTS, Scene, ShapesClasses, camera_pan, describe_layout, generate_scene,
-                    layout_scene, load_classes, repaint_extra_hue, repaint_off_palette, single_object_view,
-                    variant_scene)
+                    layout_scene, load_classes, repaint_extra_hue, repaint_for_training, repaint_off_palette,
+                    single_object_view, variant_scene)
 
 __all__ = ["EXTRA_HUES", "LAYOUT_VARIANTS", "Scene", "ShapesClasses", "camera_pan", "describe_layout", "generate_scene",
-           "layout_scene", "load_classes", "repaint_extra_hue", "repaint_off_palette", "single_object_view",
-           "variant_scene"]
+           "layout_scene", "load_classes", "repaint_extra_hue", "repaint_for_training", "repaint_off_palette",
+           "single_object_view", "variant_scene"]

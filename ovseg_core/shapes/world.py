@@ -532,6 +532,22 @@ def repaint_extra_hue(rng: np.random.Generator, image: np.ndarray, mask: np.ndar
     return _repaint(image, mask, color, paint)
 
 
+def repaint_for_training(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, name: str,
+                         grey_share: float = 0.0, hue_share: float = 0.0) -> Tuple[np.ndarray, str]:
+    """A seen thing ``name`` ("red circle") under ``mask``, for training data that shows
+    shape apart from color: with probability ``grey_share`` repainted off the palette and
+    named by its bare shape word ("circle"); otherwise, with probability ``hue_share``,
+    repainted in a random extra hue and named by it ("teal circle"); otherwise unchanged.
+    Returns the image and the name. The one rule for CLIP's region stage and SMART's data."""
+    color, shape = name.split(" ")
+    if grey_share > 0 and rng.random() < grey_share:
+        return repaint_off_palette(rng, image, mask, color), shape
+    if hue_share > 0 and rng.random() < hue_share:
+        hue = str(rng.choice(list(EXTRA_HUES)))
+        return repaint_extra_hue(rng, image, mask, color, hue), f"{hue} {shape}"
+    return image, name
+
+
 def camera_pan(seed: int, num_frames: int, size: int = 128, world_width: Optional[int] = None,
                num_things: Tuple[int, int] = (6, 12)) -> List[Scene]:
     """Frames of a camera panning left to right across one wide scene, as a robot's

@@ -68,12 +68,12 @@ class ShapesSource:
     them are never drawn, so nothing is ignored): scene i has seed ``seed + i``.
 
     With ``grey_share`` > 0 each thing is, with that probability, repainted off the palette
-    (:func:`repaint_off_palette`) and labelled by its bare shape word, a training class of
-    its own: the classifier must then name a shape that no color gives away, the prior
-    an unseen "color shape" needs, while no unseen thing is ever drawn. With ``hue_share``
-    > 0 a thing not so repainted is, with that probability, repainted in a named
-    off-palette hue (:data:`EXTRA_HUES`) and labelled by it ("pink star"), every shape in
-    every such hue: color and shape shown varying independently."""
+    and labelled by its bare shape word, a training class of its own: the classifier must
+    then name a shape that no color gives away, the prior an unseen "color shape" needs,
+    while no unseen thing is ever drawn. With ``hue_share`` > 0 a thing not so repainted
+    is, with that probability, repainted in a named off-palette hue and labelled by it
+    ("pink star"), every shape in every such hue: color and shape shown varying
+    independently (:func:`repaint_for_training`)."""
 
     def __init__(self, vocabulary: Vocabulary, num: int, seed: int, size: int, grey_share: float = 0.0,
                  hue_share: float = 0.0):
@@ -93,7 +93,7 @@ class ShapesSource:
         return self.num
 
     def load(self, i: int) -> Sample:
-        from ..shapes.world import EXTRA_HUES, generate_scene, repaint_extra_hue, repaint_off_palette
+        from ..shapes.world import generate_scene, repaint_for_training
         scene = generate_scene(self.seed + i, size=self.size, classes=self.drawn)
         lookup = {n: k for k, n in enumerate(self.vocabulary.names)}
         rng = np.random.default_rng([self.seed + i, 1])     # the scene's own stream stays untouched
@@ -103,14 +103,8 @@ class ShapesSource:
         for seg in scene.segments:
             pixels = scene.segment_map == seg["id"]
             name = seg["class_name"]
-            if seg["isthing"] and self.grey_share > 0 and rng.random() < self.grey_share:
-                color, name = name.split(" ")
-                image = repaint_off_palette(rng, image, pixels, color)
-            elif seg["isthing"] and self.hue_share > 0 and rng.random() < self.hue_share:
-                color, shape = name.split(" ")
-                hue = str(rng.choice(list(EXTRA_HUES)))
-                image = repaint_extra_hue(rng, image, pixels, color, hue)
-                name = f"{hue} {shape}"
+            if seg["isthing"]:
+                image, name = repaint_for_training(rng, image, pixels, name, self.grey_share, self.hue_share)
             classes.append(lookup[name])
             index[pixels] = len(classes)
         return Sample(image, index, classes, np.zeros(index.shape, bool))
