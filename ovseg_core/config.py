@@ -193,6 +193,13 @@ def load_preset(name_or_path: str, overrides: Optional[Dict[str, Any]] = None) -
         if mode not in RESIZE_MODES:
             raise ValueError(f"{path}: {section}.resize is {mode!r}; choose one of {', '.join(RESIZE_MODES)} "
                              f"(longest_side keeps the aspect ratio, square squashes to input_size)")
+    for key, meaning in (("object_mask_threshold", "a proposal's least objectness"),
+                         ("overlap_threshold", "the least share of a mask a segment keeps"),
+                         ("split_components", "the least size of a kept part, as a fraction of the largest; 0 "
+                                              "turns splitting off")):
+        value = getattr(cfg.inference, key)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{path}: inference.{key} is {value}; it is {meaning}, between 0 and 1")
     return cfg
 
 

@@ -152,6 +152,16 @@ def test_unknown_override_keys_are_rejected(key, bad):
     assert bad in message and "tiny.yaml" in message and "valid keys" in message
 
 
+@pytest.mark.parametrize("key, value", [("inference.split_components", 1.5), ("inference.split_components", -0.1),
+                                        ("inference.overlap_threshold", 2.0),
+                                        ("inference.object_mask_threshold", -1.0)])
+def test_an_inference_threshold_out_of_range_is_named(key, value):
+    """A fraction above 1 would silently turn splitting (or every segment) off."""
+    with pytest.raises(ValueError, match=rf"{key} is {value}; .*between 0 and 1"):
+        load_preset("shapes", {key: value})
+    assert load_preset("shapes", {key: 0.0}) is not None
+
+
 def test_override_below_a_value_is_rejected():
     with pytest.raises(ValueError, match="device"):
         load_preset("tiny", {"device.index": 0})

@@ -172,7 +172,11 @@ def test_mask_adapter_warms_up_on_ground_truth_then_mixes_in_matched_proposals(t
                         matcher={"type": "iou", "iou_threshold": 0.05})
     t = trainer(tmp_path, path)
     assert all(".adapter." in n or n.startswith("adapter.") for n in t.names), t.names
+    # the mixed steps take the proposals inference classifies (split where the preset says so)
+    steps, propose = [], t.segmenter.propose
+    t.segmenter.propose = lambda layout: steps.append(t.step) or propose(layout)
     t.fit()
+    assert {2, 3} <= set(steps) and not {0, 1} & set(steps), steps
     text = (tmp_path / "runs" / "run" / "metrics.csv").read_text().splitlines()
     header, rows = text[0].split(","), [r.split(",") for r in text[1:]]
     cons = [r[header.index("consistency")] for r in rows]

@@ -24,7 +24,6 @@ from tqdm import tqdm
 from ..build import build_from_config
 from ..config import DATA_DIR
 from ..modeling.classifiers import GeometricEnsemble, MaskAdapterClassifier, MaskAttentionClassifier
-from ..segmenter import resize_batch
 from ..structures import MaskProposals
 from .checkpoint import git_revision, load_checkpoint, save_checkpoint, write_yaml
 from .data import StepSampler, TrainingSet, build_source, collate
@@ -249,8 +248,9 @@ class Trainer:
         rc = self.recipe
         mixed = self.step >= rc.mask_adapter.gt_warmup_iters
         size = tuple(s // 4 for s in self.segmenter.proposal_size)
-        # the predicted masks are needed before the classifier's input can be assembled
-        predicted = self.segmenter.proposals(resize_batch(images, self.segmenter.proposal_size)) if mixed else None
+        # the predicted masks are needed before the classifier's input can be assembled; they
+        # are the ones inference classifies (split into connected parts where the preset says so)
+        predicted = self.segmenter.propose(self.segmenter.layout(images)) if mixed else None
         if predicted is not None:
             size = tuple(predicted.masks.shape[-2:])
         per_image, pairs = [], []
