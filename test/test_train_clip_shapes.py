@@ -281,6 +281,44 @@ def test_the_region_stage_trains_the_served_tower_and_saves_it(tmp_path):
 def test_the_region_stage_refuses_the_caption_stage_options():
     with pytest.raises(SystemExit):
         tcs.main(["--region-batch", "2", "--vocab-share", "0.5", "--steps", "1"])
+    with pytest.raises(SystemExit):
+        tcs.main(["--region-batch", "2", "--caption-unseen", "--steps", "1"])
+
+
+def _named_unseen(captions):
+    unseen = load_classes().unseen_of(load_classes().things)
+    return {u for c in captions for u in unseen if f" {u}" in c}
+
+
+def test_the_caption_stage_names_unseen_things_only_when_asked():
+    """Issue 13's rule by default (no unseen thing in an image, caption, negative or
+    prompt); --caption-unseen is the papers' web-trained CLIP, which saw every class."""
+    world = load_classes()
+    unseen = set(world.unseen_of(world.things))
+    rng = lambda: np.random.default_rng([4, 0])  # noqa: E731
+    _, captions = tcs.training_batch(rng(), 64, 64, 0.3)
+    negatives = [tcs.hard_negative(np.random.default_rng(k), c) for k, c in enumerate(captions) for _ in range(3)]
+    assert not _named_unseen(captions + negatives)
+    assert not unseen & set(tcs.caption_things()) and not _named_unseen(tcs.vocabulary_prompts()[0])
+    _, web = tcs.training_batch(rng(), 64, 64, 0.3, with_unseen=True)
+    web_negatives = [tcs.hard_negative(np.random.default_rng(k), c, with_unseen=True)
+                     for k, c in enumerate(web) for _ in range(3)]
+    assert _named_unseen(web) and _named_unseen(web_negatives)
+    assert _named_unseen(tcs.vocabulary_prompts(True)[0]) == unseen
+    images, targets = tcs.vocabulary_batch(np.random.default_rng(3), 24, 64, (10, 28), 0.5, with_unseen=True)
+    assert targets.shape == (24, len(world.things))
+    shown = {world.things[i] for i in targets.nonzero()[:, 1].tolist()}
+    assert shown & unseen and shown - unseen
+
+
+def test_a_caption_stage_run_that_names_unseen_things_says_so(tmp_path):
+    out = tmp_path / "web.safetensors"
+    tcs.main(["--steps", "1", "--batch", "8", "--vocab-share", "0.5", "--vocab-scene-share", "0.5",
+              "--factor-weight", "0.5", "--caption-unseen", "--eval-every", "100", "--out", str(out),
+              "--checkpoint", str(tmp_path / "last.safetensors")])
+    from safetensors import safe_open
+    with safe_open(str(out), "pt") as f:
+        assert f.metadata()["caption_unseen"] == "True"
 
 
 @pytest.mark.parametrize("argv", [["--off-palette-share", "0.3"],  # no vocabulary images to take the share of

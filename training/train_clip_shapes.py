@@ -6,7 +6,9 @@
 Images are drawn on the fly from the seed (step s draws from ``rng([seed, s])``), so a
 run is reproducible from its command alone. Unseen things (ovseg_core/shapes/split.json)
 never appear: CLIP must recognise them from their color and shape words, which it meets
-with other partners.
+with other partners. (``--caption-unseen`` lets the caption stage show and name them, as
+web captions name the classes a segmentation dataset leaves out: issue 13's diagnostic of
+the papers' setting, never shipped.)
 
 CLIP trains on small windows (``--size``, 64 px) with things at the pixel scale of the
 served 128 px scenes, and is saved at the config's size (position embeddings resized):
@@ -55,13 +57,24 @@ def to_clip_input(images: np.ndarray) -> torch.Tensor:
     return (x - _MEAN) / _STD
 
 
-def training_batch(rng: np.random.Generator, batch: int, size: int, single_share: float,
-                   one_color: bool = False, scene_radius=(8, 26), view_radius=(10, 28)):
-    """Scenes of the CLIP split (all but unseen things), a share of them single-object views.
-    ``one_color``: every thing in the batch has one (random) color, so that color cannot
-    tell the captions apart and the loss must look at shapes."""
+def caption_things(with_unseen: bool = False):
+    """The things the caption stage shows and names: the seen ones; ``with_unseen``: every
+    thing, as a web-trained CLIP has seen the classes a segmentation dataset leaves out
+    (the papers' setting; a diagnostic here, never shipped: issue 13's rule keeps unseen
+    things out of everything that ships)."""
     world = load_classes()
-    allowed = [n for n in world.names if n not in world.unseen or n in world.stuff]
+    return list(world.things) if with_unseen else world.seen(world.things)
+
+
+def training_batch(rng: np.random.Generator, batch: int, size: int, single_share: float,
+                   one_color: bool = False, scene_radius=(8, 26), view_radius=(10, 28),
+                   with_unseen: bool = False):
+    """Scenes of the CLIP split (all but unseen things; ``with_unseen``: all), a share of
+    them single-object views. ``one_color``: every thing in the batch has one (random)
+    color, so that color cannot tell the captions apart and the loss must look at shapes."""
+    world = load_classes()
+    shown = set(caption_things(with_unseen))
+    allowed = [n for n in world.names if n in shown or n in world.stuff]
     if one_color:
         color = str(rng.choice(list(world.colors)))
         allowed = [n for n in allowed if n in world.stuff or n.startswith(color + " ")]
@@ -106,7 +119,8 @@ def zero_shot_accuracy(model, tokenizer, views_per_class: int = 4, seed: int = 1
     return {k: float(np.mean(v)) for k, v in hits.items()}
 
 
-def hard_negative(rng: np.random.Generator, caption: str, part: Optional[str] = None) -> str:
+def hard_negative(rng: np.random.Generator, caption: str, part: Optional[str] = None,
+                  with_unseen: bool = False) -> str:
     """The caption with one thing's color or shape (``part``; default either) swapped,
     NegCLIP-style: a random batch rarely holds two captions that differ only there, and
     color alone separates most captions, so shape would otherwise get little signal.
@@ -119,9 +133,9 @@ def hard_negative(rng: np.random.Generator, caption: str, part: Optional[str] = 
     c = int(rng.choice(slots))
     i = c + ({"color": 0, "shape": 1}[part] if part else int(rng.integers(0, 2)))
     pool = list(world.colors) if i == c else list(world.shapes)
-    # Unseen things stay out of CLIP pretraining, as negatives too.
-    pool = [w for w in pool if w != words[i] and " ".join([w, words[c + 1]] if i == c else [words[c], w])
-            not in world.unseen]
+    # Unseen things stay out of CLIP pretraining, as negatives too (unless ``with_unseen``).
+    pool = [w for w in pool if w != words[i] and (with_unseen or " ".join(
+        [w, words[c + 1]] if i == c else [words[c], w]) not in world.unseen)]
     words[i] = str(rng.choice(pool))
     # Keep the articles right, or "an yellow" would give the negative away.
     words = [("an" if words[k + 1][0] in "aeiou" else "a") if w in ("a", "an") and k + 1 < len(words) else w
@@ -147,14 +161,14 @@ def contrastive_loss(image, text, captions, logit_scale, negatives=None, negativ
 
 
 def vocabulary_batch(rng: np.random.Generator, n: int, size: int, radius, scene_share: float = 0.0,
-                     scene_radius=(8, 26)):
+                     scene_radius=(8, 26), with_unseen: bool = False):
     """``n`` images of seen things and, per image, which seen things it shows ([n, seen]
     0/1). Most are single-object views (circumradius in ``radius``); a ``scene_share``
     are scenes of one to three seen things anywhere on several stuff regions, so that
     the things' names are also learned where they are small, off-centre and among others
     (what a mask token meets in a scene)."""
     world = load_classes()
-    seen = world.seen(world.things)
+    seen = caption_things(with_unseen)
     allowed = seen + list(world.stuff)
     images, targets = [], torch.zeros(n, len(seen))
     for i in range(n):
@@ -191,22 +205,22 @@ def off_palette_views(rng: np.random.Generator, n: int, size: int, radius):
     return np.stack(images), torch.tensor(shapes, dtype=torch.long)
 
 
-def vocabulary_prompts():
-    """Texts of the full-vocabulary loss: every seen thing, then every shape and every
-    color alone (no unseen thing is ever written)."""
+def vocabulary_prompts(with_unseen: bool = False):
+    """Texts of the full-vocabulary loss: every seen thing (``with_unseen``: every thing),
+    then every shape and every color alone (no unseen thing is ever written otherwise)."""
     world = load_classes()
-    seen = world.seen(world.things)
+    seen = caption_things(with_unseen)
     return ([f"a photo of a {t}." for t in seen], [f"a photo of a {s}." for s in world.shapes],
             [f"a photo of a {c} thing." for c in world.colors])
 
 
-def vocabulary_loss(image, texts, targets, logit_scale, factor_weight: float):
+def vocabulary_loss(image, texts, targets, logit_scale, factor_weight: float, with_unseen: bool = False):
     """Image-to-text cross-entropy of the vocabulary images against the texts of all seen
     things (every confusable caption present, so shape must be looked at; the things an
     image shows share its target), plus, weighted by ``factor_weight``, against the bare
     shape and color words."""
     world = load_classes()
-    seen = world.seen(world.things)
+    seen = caption_things(with_unseen)
     things, shapes, colors = texts
 
     def soft_ce(logits, target):
@@ -349,17 +363,18 @@ def save_fp16(model, path: Path, meta: dict):
 def caption_step(model, tokenizer, rng: np.random.Generator, args, n_vocab: int, prompts):
     """One caption-stage loss: captions of fresh scenes (InfoNCE with hard negatives) and,
     for ``n_vocab`` images, the full-vocabulary loss. Returns the loss and the logit scale."""
+    web = args.caption_unseen
     images, captions = training_batch(rng, args.batch - n_vocab, args.size, args.single_share, args.one_color,
-                                      args.scene_radius, args.view_radius)
-    negative_captions = [hard_negative(rng, c) for c in captions] + [
-        hard_negative(rng, c, "shape") for _ in range(args.shape_negatives) for c in captions]
+                                      args.scene_radius, args.view_radius, web)
+    negative_captions = [hard_negative(rng, c, with_unseen=web) for c in captions] + [
+        hard_negative(rng, c, "shape", web) for _ in range(args.shape_negatives) for c in captions]
     if not n_vocab:
         image, text, scale = model(to_clip_input(images), tokenizer(captions + negative_captions))
         return contrastive_loss(image, text[:len(captions)], captions, scale, text[len(captions):],
                                 negative_captions), scale
     n_free = int(round(n_vocab * args.off_palette_share))
     views, labels = vocabulary_batch(rng, n_vocab - n_free, args.size, args.view_radius, args.vocab_scene_share,
-                                     args.scene_radius)
+                                     args.scene_radius, web)
     free_views, free_shapes = off_palette_views(rng, n_free, args.size, args.view_radius)
     image = model.encode_image(to_clip_input(np.concatenate([images, views, free_views])), normalize=True)
     flat = [t for group in prompts for t in group]
@@ -368,7 +383,7 @@ def caption_step(model, tokenizer, rng: np.random.Generator, args, n_vocab: int,
     n, m = len(captions), len(captions) + len(negative_captions)
     groups = torch.split(text[m:], [len(g) for g in prompts])
     loss = args.vocab_weight * vocabulary_loss(image[n:len(image) - n_free], groups, labels, scale,
-                                               args.factor_weight)
+                                               args.factor_weight, web)
     if n_free:
         loss = loss + args.vocab_weight * F.cross_entropy(scale * image[-n_free:] @ groups[1].T, free_shapes)
     if n:
@@ -455,6 +470,10 @@ def main(argv=None):
                    help="region stage: share of the scenes' things repainted in an off-palette named hue (pink, "
                         "brown, teal: EXTRA_HUES) and named by it, every shape in every such hue (color and shape "
                         "shown varying independently; no unseen thing is drawn)")
+    p.add_argument("--caption-unseen", action="store_true",
+                   help="caption stage: show and name the unseen things too (images, captions, negatives, "
+                        "vocabulary prompts), as a web-trained CLIP has seen what a segmentation dataset leaves "
+                        "out; a diagnostic of what base CLIP training SMART needs, never shipped (issue 13)")
     p.add_argument("--vocab-weight", type=float, default=1.0, help="weight of the full-vocabulary loss")
     p.add_argument("--factor-weight", type=float, default=0.0,
                    help="weight of the extra shape-only / color-only prompt losses on those views")
@@ -485,6 +504,8 @@ def main(argv=None):
     if not 0 <= args.off_palette_share <= 1 or args.off_palette_share and not (args.vocab_share or args.region_batch):
         p.error("--off-palette-share is a share (0-1) of the vocabulary images (with --vocab-share) or of the "
                 "region stage's things (with --region-batch)")
+    if args.caption_unseen and args.region_batch:
+        p.error("--caption-unseen is for the caption stage; the region stage never shows unseen things")
     if not 0 <= args.extra_hue_share <= 1 or args.extra_hue_share and not args.region_batch:
         p.error("--extra-hue-share is a share (0-1) of the region stage's things (with --region-batch)")
     torch.set_num_threads(args.threads)
@@ -515,7 +536,7 @@ def main(argv=None):
     start = time.time()
     bar = tqdm(range(args.steps), desc="CLIP", mininterval=5)
     n_vocab = int(round(args.batch * args.vocab_share))
-    prompts = vocabulary_prompts()
+    prompts = vocabulary_prompts(args.caption_unseen)
     for step in bar:
         rng = np.random.default_rng([args.seed, step])
         if encoder is not None:
@@ -538,7 +559,7 @@ def main(argv=None):
     meta = {"model": MODEL, "steps": args.steps, "batch": args.batch, "seed": args.seed, "init": args.init,
             "train_size": args.size, "vocab_share": args.vocab_share,
             "vocab_scene_share": args.vocab_scene_share, "off_palette_share": args.off_palette_share,
-            "extra_hue_share": args.extra_hue_share,
+            "extra_hue_share": args.extra_hue_share, "caption_unseen": args.caption_unseen,
             "factor_weight": args.factor_weight,
             "region_batch": args.region_batch, "region_weight": args.region_weight, "lr": args.lr,
             "train_seconds": round(time.time() - start)}
