@@ -162,25 +162,26 @@ def contrastive_loss(image, text, captions, logit_scale, negatives=None, negativ
 
 def vocabulary_batch(rng: np.random.Generator, n: int, size: int, radius, scene_share: float = 0.0,
                      scene_radius=(8, 26), with_unseen: bool = False):
-    """``n`` images of seen things and, per image, which seen things it shows ([n, seen]
+    """``n`` images of the caption stage's things (``caption_things``: the seen ones, or
+    with ``with_unseen`` all) and, per image, which of them it shows ([n, len(things)]
     0/1). Most are single-object views (circumradius in ``radius``); a ``scene_share``
-    are scenes of one to three seen things anywhere on several stuff regions, so that
-    the things' names are also learned where they are small, off-centre and among others
+    are scenes of one to three things anywhere on several stuff regions, so that the
+    things' names are also learned where they are small, off-centre and among others
     (what a mask token meets in a scene)."""
     world = load_classes()
-    seen = caption_things(with_unseen)
-    allowed = seen + list(world.stuff)
-    images, targets = [], torch.zeros(n, len(seen))
+    named = caption_things(with_unseen)
+    allowed = named + list(world.stuff)
+    images, targets = [], torch.zeros(n, len(named))
     for i in range(n):
         scene = (generate_scene(rng, size=size, num_things=(1, 3), classes=allowed, radius=tuple(scene_radius))
                  if rng.random() < scene_share else None)
         # A single view also stands in for a scene whose things were all rejected for occlusion.
         if scene is None or not any(s["isthing"] for s in scene.segments):
-            scene = single_object_view(rng, str(rng.choice(seen)), size=size, radius=tuple(radius))
+            scene = single_object_view(rng, str(rng.choice(named)), size=size, radius=tuple(radius))
         images.append(scene.image)
         for s in scene.segments:
             if s["isthing"]:
-                targets[i, seen.index(s["class_name"])] = 1.0
+                targets[i, named.index(s["class_name"])] = 1.0
     return np.stack(images), targets
 
 
@@ -209,18 +210,17 @@ def vocabulary_prompts(with_unseen: bool = False):
     """Texts of the full-vocabulary loss: every seen thing (``with_unseen``: every thing),
     then every shape and every color alone (no unseen thing is ever written otherwise)."""
     world = load_classes()
-    seen = caption_things(with_unseen)
-    return ([f"a photo of a {t}." for t in seen], [f"a photo of a {s}." for s in world.shapes],
+    return ([f"a photo of a {t}." for t in caption_things(with_unseen)], [f"a photo of a {s}." for s in world.shapes],
             [f"a photo of a {c} thing." for c in world.colors])
 
 
 def vocabulary_loss(image, texts, targets, logit_scale, factor_weight: float, with_unseen: bool = False):
-    """Image-to-text cross-entropy of the vocabulary images against the texts of all seen
-    things (every confusable caption present, so shape must be looked at; the things an
-    image shows share its target), plus, weighted by ``factor_weight``, against the bare
-    shape and color words."""
+    """Image-to-text cross-entropy of the vocabulary images against the texts of all the
+    caption stage's things (``caption_things``; every confusable caption present, so shape
+    must be looked at; the things an image shows share its target), plus, weighted by
+    ``factor_weight``, against the bare shape and color words."""
     world = load_classes()
-    seen = caption_things(with_unseen)
+    named = caption_things(with_unseen)
     things, shapes, colors = texts
 
     def soft_ce(logits, target):
@@ -228,8 +228,8 @@ def vocabulary_loss(image, texts, targets, logit_scale, factor_weight: float, wi
 
     loss = soft_ce(logit_scale * image @ things.T, targets)
     if factor_weight > 0:
-        shape_of = torch.tensor([[float(t.split(" ")[1] == s) for s in world.shapes] for t in seen])
-        color_of = torch.tensor([[float(t.split(" ")[0] == c) for c in world.colors] for t in seen])
+        shape_of = torch.tensor([[float(t.split(" ")[1] == s) for s in world.shapes] for t in named])
+        color_of = torch.tensor([[float(t.split(" ")[0] == c) for c in world.colors] for t in named])
         loss = loss + factor_weight * (soft_ce(logit_scale * image @ shapes.T, (targets @ shape_of).clamp(max=1))
                                        + soft_ce(logit_scale * image @ colors.T, (targets @ color_of).clamp(max=1)))
     return loss
