@@ -4,8 +4,6 @@ SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# The torch pair verified on these machines (ENVIRONMENT.md): the CUDA build, also runs on CPU.
-TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.ovseg-installed
 ROS_STAMP := install/ovseg/share/ovseg/package.xml
 INTERFACES := $(wildcard msg/*.msg srv/*.srv) package.xml CMakeLists.txt
@@ -16,14 +14,18 @@ ROS_ENV := source tools/ros_env.sh $(VENV) &&
 
 venv: $(STAMP)
 
-$(STAMP): setup.py Makefile
+# requirements.txt: the pinned torch pair verified on these machines (ENVIRONMENT.md; the CUDA
+# build, also runs on the CPU) and the rest that a robot installs with pip.
+$(STAMP): setup.py requirements.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH_PINS)
+	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet -e '.[test,ros,train]'
 	touch $(STAMP)
 
-# colcon build of msg/ and srv/ against the wheels (about 20 s).
+# colcon build of msg/ and srv/ against the wheels (about 20 s), with the ROS packages PyPI lacks
+# (launch, launch_ros, message_filters, vision_msgs, ...) from ../shared/third_party/ros when
+# that folder exists (about 2 min more); see tools/build_ros.sh.
 ros: $(ROS_STAMP)
 
 $(ROS_STAMP): $(STAMP) $(INTERFACES) tools/build_ros.sh tools/fix_ros_wheels.py

@@ -12,8 +12,8 @@ setup(
     package_data={"ovseg_core.datasets": ["metadata/*.json"], "ovseg_core.shapes": ["split.json"]},
     python_requires=">=3.10",
     install_requires=[
-        # torch/torchvision: install the pair first (see the Makefile); not pinned here so
-        # a CUDA machine keeps the build that matches its driver.
+        # Pinned in requirements.txt (what the Makefile and a robot install); ranges here so
+        # a CUDA or Jetson machine keeps the torch build that matches its driver.
         "torch>=2.1",
         "open_clip_torch>=3.0",
         "transformers>=4.40",
@@ -29,7 +29,7 @@ setup(
     ],
     extras_require={
         "train": ["tensorboard"],
-        "test": ["pytest", "hypothesis"],
+        "test": ["pytest", "hypothesis", "psutil"],
         # ROS 2 Kilted from PyPI wheels (ENVIRONMENT.md): enough to build our interfaces
         # with colcon and run the node; `make ros` installs these and builds.
         "ros": [
@@ -41,6 +41,9 @@ setup(
             "ros-ament-cmake-pytest", "ros-ament-cmake-gtest", "ros-ament-cmake-gmock",
             "ros-ament-lint", "ros-ament-cmake-vendor-package",
             "colcon-core", "colcon-cmake", "colcon-ros", "colcon-python-setup-py",
+            "colcon-bash", "colcon-package-selection",   # setup.bash, --packages-select (as on a robot)
+            # launch (installed by `make ros` from ../shared/third_party/ros) and vision_msgs need these
+            "osrf-pycommon", "ros-geometry-msgs", "ros-rcl-interfaces",
         ],
     },
     entry_points={"console_scripts": ["ovseg=ovseg_core.cli:main",

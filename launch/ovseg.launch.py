@@ -15,6 +15,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterFile
 
 # Launch argument -> node parameter of the same name (test_launch_file.py checks that each
 # is declared by the node or is ROS's use_sim_time). Booleans are parsed as YAML.
@@ -23,8 +24,16 @@ LIST_ARGUMENTS = ("cameras",)
 BOOL_ARGUMENTS = ("autostart", "use_sim_time")
 
 
+class LaunchArgumentError(ValueError):
+    """A bad launch argument: launch prints the message as one line and starts nothing."""
+
+
 def _node(context):
     import yaml
+    config = LaunchConfiguration("config").perform(context)
+    if not os.path.isfile(os.path.expanduser(config)):
+        raise LaunchArgumentError(f"config:={config}: no such parameter file (the default is "
+                                  f"{_default_config()}; see config/ovseg_node.yaml for every key)")
     overrides = {}
     for key in PARAMETER_ARGUMENTS:
         value = LaunchConfiguration(key).perform(context)
@@ -36,6 +45,7 @@ def _node(context):
             overrides[key] = bool(yaml.safe_load(value))
         else:
             overrides[key] = value
+    _check_presets(overrides.get("preset"), config)
     env = {}
     profile = LaunchConfiguration("dds_profile").perform(context)
     if profile:
@@ -44,25 +54,53 @@ def _node(context):
     return [Node(
         package="ovseg", executable="ovseg_node", name="ovseg",
         namespace=LaunchConfiguration("namespace"), output="screen", emulate_tty=True,
-        parameters=[LaunchConfiguration("config"), overrides],
+        parameters=[ParameterFile(os.path.expanduser(config), allow_substs=True), overrides],
         ros_arguments=["--log-level", LaunchConfiguration("log_level").perform(context)],
         additional_env=env, respawn=respawn, respawn_delay=2.0)]
 
 
 def _yaml_list(text):
     import yaml
-    value = yaml.safe_load(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"cameras:={text!r} must be a topic or a YAML list of topics")
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise LaunchArgumentError(f"cameras:={text!r} must be a topic or a YAML list of topics, "
+                                  f"e.g. cameras:=\"['/front/image_raw', '/rear/image_raw/compressed']\"")
     return value
+
+
+def _check_presets(argument, config):
+    """The preset the node will build (the argument's, else the parameter file's) must load:
+    the node's own rule (ovseg_core.config, no torch), checked before the node starts."""
+    import yaml
+    from ovseg_core.config import load_preset
+    presets = [("preset:=", argument)] if argument else []
+    if not presets:
+        with open(os.path.expanduser(config)) as f:
+            data = yaml.safe_load(f) or {}
+        for section in data.values() if isinstance(data, dict) else ():
+            value = (section.get("ros__parameters") or {}).get("preset") if isinstance(section, dict) else None
+            if isinstance(value, str) and "$(" not in value:
+                presets.append((f"{config}: preset: ", value))
+    for where, name in presets:
+        try:
+            load_preset(name)
+        except (ValueError, OSError) as e:
+            raise LaunchArgumentError(f"{where}{name}: {e}") from None
+
+
+def _default_config():
+    return os.path.join(get_package_share_directory("ovseg"), "config", "ovseg_node.yaml")
 
 
 def generate_launch_description():
     share = get_package_share_directory("ovseg")
     return LaunchDescription([
-        DeclareLaunchArgument("config", default_value=os.path.join(share, "config", "ovseg_node.yaml"),
+        DeclareLaunchArgument("config", default_value=_default_config(),
                               description="node parameter file (see config/ovseg_node.yaml)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
         DeclareLaunchArgument("cameras", default_value="",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,26 +14,18 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import yaml
 
-from .resize import RESIZE_MODES
+from .data_dir import find_data_dir
 
-
-def _config_dir() -> Path:
-    """The repository's config/ (source checkouts, editable installs), else the copy a
-    regular pip install puts under <prefix>/share/ovseg/config."""
-    for candidate in (Path(__file__).resolve().parent.parent / "config",
-                      Path(sys.prefix) / "share" / "ovseg" / "config"):
-        if (candidate / "presets").is_dir():
-            return candidate
-    raise FileNotFoundError("ovseg's config/ folder (presets, CLIP model configs) was not found; "
-                            "reinstall with `pip install .` from the repository")
-
-
-REPO_CONFIG_DIR = _config_dir()
+# The repository's config/ in a checkout, share/ovseg/config when installed (data_dir.py).
+REPO_CONFIG_DIR = find_data_dir("config/presets") / "config"
 PRESET_DIR = REPO_CONFIG_DIR / "presets"
 CLIP_CONFIG_DIR = REPO_CONFIG_DIR / "clip"
 # The folder that holds config/ and the shipped weights/; presets name files under it
 # as ${OVSEG_DATA}/weights/..., so they work from any working directory.
 DATA_DIR = REPO_CONFIG_DIR.parent
+# How an input is fitted to the model size (ovseg_core.resize); here so that reading a
+# preset needs no torch (the launch file checks presets before it starts the node).
+RESIZE_MODES = ("square", "longest_side")
 
 
 @dataclass

@@ -15,7 +15,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-RESIZE_MODES = ("square", "longest_side")
+from .config import RESIZE_MODES
+
 OFF_LOGIT = -20.0   # mask logit written on padding: sigmoid(-20) = 2e-9 (as OracleProposals' hard masks)
 
 Size = Tuple[int, int]
@@ -80,6 +81,18 @@ def valid_fractions(sizes: Sequence[Size], frame: Sequence[int]) -> List[Tuple[f
     return [(s[0] / frame[0], s[1] / frame[1]) for s in sizes]
 
 
+def crop_geometry(shape: Sequence[int], valid: Tuple[float, float], size: Sequence[int]) -> Tuple[Size, Size]:
+    """For masks of ``shape`` (h, w) whose top-left ``valid`` fraction is the image: the
+    cells kept (those overlapping the image) and the size they are resized to, of which
+    the top-left ``size`` is the image (what :func:`crop_resize` does, in one place so
+    that the banded post-processing resizes exactly alike)."""
+    h, w = int(shape[0]), int(shape[1])
+    extent = (valid[0] * h, valid[1] * w)
+    keep = tuple(min(n, max(1, math.ceil(e - 1e-6))) for n, e in zip((h, w), extent))
+    target = tuple(max(s, round(s * k / e)) for s, k, e in zip(size, keep, extent))
+    return keep, target
+
+
 def crop_resize(masks: torch.Tensor, valid: Tuple[float, float], size: Sequence[int]) -> torch.Tensor:
     """[..., h, w] masks over a frame whose top-left ``valid`` fraction is the image ->
     the image's part resized (bilinear) to ``size``. With ``valid`` (1, 1) this is a plain
@@ -88,10 +101,7 @@ def crop_resize(masks: torch.Tensor, valid: Tuple[float, float], size: Sequence[
     if masks.dim() not in (3, 4):
         raise ValueError(f"masks must be [Q, h, w] or [B, Q, h, w], got {tuple(masks.shape)}")
     x = masks.float() if masks.dim() == 4 else masks[None].float()
-    h, w = x.shape[-2:]
-    extent = (valid[0] * h, valid[1] * w)
-    keep = [min(n, max(1, math.ceil(e - 1e-6))) for n, e in zip((h, w), extent)]
-    target = [max(s, round(s * k / e)) for s, k, e in zip(size, keep, extent)]
+    keep, target = crop_geometry(x.shape[-2:], valid, size)
     x = F.interpolate(x[..., :keep[0], :keep[1]], size=tuple(target), mode="bilinear", align_corners=False)
     x = x[..., :size[0], :size[1]]
     return x if masks.dim() == 4 else x[0]

@@ -1,15 +1,20 @@
 """Run the node in its own process and talk to it over real ROS topics: used by the
 tests, `make demo` and the node benchmark. Needs rclpy and our built interfaces on the
-paths (tools/ros_env.sh)."""
+paths (tools/ros_env.sh).
+
+`python -m ovseg_ros.harness ovseg ovseg.launch.py name:=value ...` runs a launch file
+the way `ros2 launch` does, for machines with launch_ros but without ros2cli (these)."""
 from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Dict, List, Optional, Sequence
 
 import yaml
 
@@ -114,3 +119,108 @@ class Probe:
         self.node.destroy_node()
         self.context.try_shutdown()
         self._thread.join(5)
+
+
+def share_file(package: str, name: str) -> Path:
+    """NAME under the package's share directory (what `ros2 launch PACKAGE NAME` runs)."""
+    from ament_index_python.packages import get_package_share_directory
+    share = Path(get_package_share_directory(package))
+    found = sorted(Path(folder) / name for folder, _, files in os.walk(share, followlinks=True) if name in files)
+    if not found:
+        raise FileNotFoundError(f"no file {name!r} under {share}")
+    return found[0]
+
+
+def run_launch(path: Path, arguments: Sequence[str]) -> int:
+    """What `ros2 launch FILE name:=value ...` does: include the file with its arguments in
+    a LaunchService and run it until it ends or SIGINT/SIGTERM arrives."""
+    from launch import LaunchDescription, LaunchService
+    from launch.actions import IncludeLaunchDescription
+    from launch.launch_description_sources import AnyLaunchDescriptionSource
+    pairs = []
+    for argument in arguments:
+        name, sep, value = argument.partition(":=")
+        if not sep:
+            raise SystemExit(f"launch arguments are name:=value, got {argument!r}")
+        pairs.append((name, value))
+    # A process started in the background inherits SIGINT as ignored, and launch then never
+    # stops on Ctrl-C / SIGINT: handle it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    service = LaunchService(argv=list(arguments))
+    service.include_launch_description(LaunchDescription([
+        IncludeLaunchDescription(AnyLaunchDescriptionSource(str(path)), launch_arguments=pairs)]))
+    return service.run()
+
+
+class LaunchProcess:
+    """A launch file run by :func:`run_launch` in its own process (a real process tree:
+    launch, then the nodes it starts); output goes to ``tmp_path/launch.log``."""
+
+    def __init__(self, tmp_path: Path, arguments: Dict[str, str], launch: Sequence[str] = ("ovseg", "ovseg.launch.py"),
+                 env: Optional[dict] = None, cwd: Optional[Path] = None):
+        self.log_path = tmp_path / "launch.log"
+        self.log = open(self.log_path, "w")
+        command = [sys.executable, "-m", "ovseg_ros.harness", *launch] + [f"{k}:={v}" for k, v in arguments.items()]
+        self.proc = subprocess.Popen(command, cwd=cwd or tmp_path, env=env or os.environ.copy(),
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text()
+
+    def processes(self) -> List:
+        """Every live process of the tree below launch (psutil.Process)."""
+        import psutil
+        try:
+            return [p for p in psutil.Process(self.proc.pid).children(recursive=True) if p.is_running()]
+        except psutil.NoSuchProcess:
+            return []
+
+    def node_pids(self) -> List[int]:
+        import psutil
+        pids = []
+        for p in self.processes():
+            try:
+                if any("ovseg_node" in part for part in p.cmdline()):
+                    pids.append(p.pid)
+            except psutil.NoSuchProcess:
+                pass
+        return pids
+
+    def wait(self, timeout: float = 30.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.log.flush()
+
+    def stop(self, timeout: float = 30.0) -> Optional[int]:
+        """SIGINT, as Ctrl-C; then make sure nothing of the tree is left (kill stragglers)."""
+        import psutil
+        tree = self.processes()
+        code = None
+        if self.alive():
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                code = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        _, left = psutil.wait_procs(tree, timeout=5)
+        for p in left:
+            p.kill()
+        self.log.close()
+        return code
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):
+        print("usage: python -m ovseg_ros.harness PACKAGE LAUNCH_FILE [name:=value ...]\n"
+              "       python -m ovseg_ros.harness PATH/TO/FILE.launch.py [name:=value ...]")
+        sys.exit(0 if len(sys.argv) > 1 else 2)
+    if sys.argv[1].endswith(".py"):
+        sys.exit(run_launch(Path(sys.argv[1]), sys.argv[2:]))
+    sys.exit(run_launch(share_file(sys.argv[1], sys.argv[2]), sys.argv[3:]))

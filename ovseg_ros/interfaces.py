@@ -6,30 +6,19 @@ tree, a pip prefix or a colcon install) and registers them. No rclpy import.
 """
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
-from typing import List
+
+from ovseg_core.data_dir import PACKAGE, find_data_dir
 
 from .convert import MessageTypes, numpy_buffer
 
-PACKAGE = "ovseg"
 MESSAGES = ("VocabularyClass", "Segment", "PanopticResult", "Vocabulary", "CameraStatus", "Status")
 
 
 def interface_dir() -> Path:
-    """The folder holding msg/: the repository, <prefix>/share/ovseg, or an ament prefix."""
-    candidates: List[Path] = [Path(__file__).resolve().parent.parent,
-                              Path(sys.prefix) / "share" / PACKAGE]
-    candidates += [Path(p) / "share" / PACKAGE
-                   for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    for c in candidates:
-        if (c / "msg" / "PanopticResult.msg").is_file():
-            return c
-    raise FileNotFoundError(
-        f"cannot find the ovseg message definitions (msg/PanopticResult.msg) in "
-        f"{', '.join(map(str, candidates))}; run from the repository, or install it with "
-        f"`pip install .` or colcon")
+    """The folder holding msg/, found by ovseg's one rule for shared files (a checkout, the
+    prefix the code was installed into, the ament index)."""
+    return find_data_dir("msg/PanopticResult.msg")
 
 
 def rosbags_typestore(store: str = "ROS2_KILTED"):

@@ -4,6 +4,7 @@
 there a missing build is a failure; a bare `pytest` without ROS skips these tests.
 """
 import os
+from pathlib import Path
 
 import pytest
 
@@ -18,3 +19,19 @@ def require_ros():
                                f"source tools/ros_env.sh (make test does both)") from e
         pytest.skip(f"ROS 2 not set up ({e}); run `make test` or `make ros && . tools/ros_env.sh`",
                     allow_module_level=True)
+
+
+THIRD_PARTY = Path(os.environ.get("OVSEG_ROS_THIRD_PARTY", Path(__file__).resolve().parents[2] / "shared" / "third_party" / "ros"))
+
+
+def require_launch():
+    """launch and launch_ros (a ROS 2 installation, or `make ros` from the third-party folder).
+    Under `make test` with that folder present, missing them is a failure, not a skip."""
+    try:
+        import launch_ros.actions  # noqa: F401
+    except ImportError as e:
+        if os.environ.get("OVSEG_REQUIRE_ROS") == "1" and THIRD_PARTY.is_dir():
+            raise RuntimeError(f"launch_ros is not importable ({e}) although {THIRD_PARTY} exists; "
+                               f"run `make ros` and source tools/ros_env.sh (make test does both)") from e
+        pytest.skip(f"launch_ros not available ({e}): needs a ROS 2 installation or {THIRD_PARTY} "
+                    f"(installed by `make ros`)", allow_module_level=True)
