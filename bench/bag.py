@@ -37,10 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ovseg_ros.bag import process_bag  # noqa: E402
-from ovseg_ros.interfaces import rosbags_typestore  # noqa: E402
+from ovseg_ros.bag import process_bag
+from ovseg_ros.interfaces import rosbags_typestore
 
 TARGET = 0.9
 TOPIC = "/camera/image_raw"

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,8 +35,6 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 VOCAB = "car; person, pedestrian; bicycle; road [stuff]; building [stuff]; sky [stuff]"
 HEIGHT, WIDTH = 480, 640
 

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ovseg_core.training.loop import Trainer  # noqa: E402
-from ovseg_core.training.recipe import Recipe, _build, validate  # noqa: E402
-from ovseg_core.trainable import describe_trainable  # noqa: E402
+from ovseg_core.training.loop import Trainer
+from ovseg_core.training.recipe import Recipe, _build, validate
+from ovseg_core.trainable import describe_trainable
 
 PAPER_TRAINABLE = 26e6
 PAPER_GPU_HOURS = 45.0  # 25k iterations, batch 16 (SMART, implementation details)

@@ -1,4 +1,5 @@
-"""``ovseg segment IMAGES... --vocab "car; road [stuff]" --preset NAME --out DIR``.
+"""``ovseg segment IMAGES... --vocab "car; road [stuff]" --preset NAME --out DIR``
+(``ovseg train``, ``ovseg evaluate`` and ``ovseg params`` beside it).
 
 Writes per image an overlay PNG and a COCO-panoptic PNG, one ``panoptic.json`` for all,
 and prints a table of segments. A file that cannot be read is reported and skipped;
@@ -70,6 +71,20 @@ def model_from_args(args: argparse.Namespace):
     return build_segmenter(args.preset, weights=args.weights, device=args.device, overrides=overrides), overrides
 
 
+DELEGATED_HELP = {"train": "train a mask classifier from a recipe (ovseg train --help)",
+                  "evaluate": "a preset over a dataset split: PQ, mIoU (ovseg evaluate --help)"}
+
+
+def _delegate(command: str, argv: List[str]) -> int:
+    """`ovseg train` and `ovseg evaluate` are the trainer's and the benchmark runner's own
+    command lines (also run by torchrun as training/train.py, training/evaluate.py)."""
+    if command == "train":
+        from .training.cli import main as run
+    else:
+        from .evaluation.runner import main as run
+    return run(argv, prog=f"ovseg {command}")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ovseg", description="Open-vocabulary panoptic segmentation")
     sub = p.add_subparsers(dest="command", required=True)
@@ -85,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--overlay-size", type=int, default=DEFAULT_MIN_SIZE,
                    help="draw overlays of smaller images upscaled to this longer side in pixels, so "
                         "the labels are legible (default %(default)s; 0: at the image's size)")
+    # Delegated whole to their own parsers (main() hands them the rest of the line); listed
+    # here so that `ovseg --help` shows them.
+    for name, help_text in DELEGATED_HELP.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     c = sub.add_parser("params", help="count what a preset's trainable policy trains")
     c.add_argument("--preset", default="smart_vitl14_336_swinb")
     c.add_argument("--trainable", help="another policy than the preset's (ovseg_core.trainable.POLICIES)")
@@ -115,6 +134,9 @@ def count_params(preset: str, trainable: Optional[str] = None, lora_rank: Option
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED_HELP:
+        return _delegate(argv[0], argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "params":
         try:

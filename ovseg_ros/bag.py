@@ -672,7 +672,7 @@ def _parser() -> argparse.ArgumentParser:
     add_model_arguments(p)
     p.add_argument("--storage", choices=STORAGES, help="output storage (default: the input's; ROS 1 -> sqlite3)")
     p.add_argument("--restart", action="store_true", help="discard an interrupted run's state instead of resuming")
-    p.add_argument("--gt-dir", type=Path, help="COCO-panoptic ground truth (see README): report PQ and mIoU")
+    p.add_argument("--gt-dir", type=Path, help="COCO-panoptic ground truth (docs/evaluation.md): report PQ and mIoU")
     p.add_argument("--gt-json", type=Path, help="the GT JSON if not GT_DIR/panoptic.json")
     p.add_argument("--eval-json", type=Path, help="write the PQ/mIoU numbers here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -154,7 +154,8 @@ def run_launch(path: Path, arguments: Sequence[str]) -> int:
 
 class LaunchProcess:
     """A launch file run by :func:`run_launch` in its own process (a real process tree:
-    launch, then the nodes it starts); output goes to ``tmp_path/launch.log``."""
+    launch, then the nodes it starts), in a process group of its own as in a terminal;
+    output goes to ``tmp_path/launch.log``."""
 
     def __init__(self, tmp_path: Path, arguments: Dict[str, str], launch: Sequence[str] = ("ovseg", "ovseg.launch.py"),
                  env: Optional[dict] = None, cwd: Optional[Path] = None):
@@ -162,7 +163,7 @@ class LaunchProcess:
         self.log = open(self.log_path, "w")
         command = [sys.executable, "-m", "ovseg_ros.harness", *launch] + [f"{k}:={v}" for k, v in arguments.items()]
         self.proc = subprocess.Popen(command, cwd=cwd or tmp_path, env=env or os.environ.copy(),
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -198,12 +199,14 @@ class LaunchProcess:
             self.log.flush()
 
     def stop(self, timeout: float = 30.0) -> Optional[int]:
-        """SIGINT, as Ctrl-C; then make sure nothing of the tree is left (kill stragglers)."""
+        """Ctrl-C: SIGINT to the whole process group, as a terminal sends it (launch then
+        leaves the nodes to stop on their own SIGINT, escalating to SIGTERM after 5 s); then
+        make sure nothing of the tree is left (kill stragglers)."""
         import psutil
         tree = self.processes()
         code = None
         if self.alive():
-            self.proc.send_signal(signal.SIGINT)
+            os.killpg(self.proc.pid, signal.SIGINT)
             try:
                 code = self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -217,10 +220,12 @@ class LaunchProcess:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):
+    args = sys.argv[1:]
+    by_path = bool(args) and args[0].endswith(".py")
+    if not args or args[0] in ("-h", "--help") or (not by_path and len(args) < 2):
         print("usage: python -m ovseg_ros.harness PACKAGE LAUNCH_FILE [name:=value ...]\n"
               "       python -m ovseg_ros.harness PATH/TO/FILE.launch.py [name:=value ...]")
-        sys.exit(0 if len(sys.argv) > 1 else 2)
-    if sys.argv[1].endswith(".py"):
-        sys.exit(run_launch(Path(sys.argv[1]), sys.argv[2:]))
-    sys.exit(run_launch(share_file(sys.argv[1], sys.argv[2]), sys.argv[3:]))
+        sys.exit(0 if args else 2)
+    if by_path:
+        sys.exit(run_launch(Path(args[0]), args[1:]))
+    sys.exit(run_launch(share_file(args[0], args[1]), args[2:]))

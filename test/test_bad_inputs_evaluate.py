@@ -1,8 +1,7 @@
-"""Issue 15, section 2: training/evaluate.py checks every file before building the model,
+"""Issue 15, section 2: ovseg evaluate (ovseg_core.evaluation.runner) checks every file before building the model,
 skips an image whose files are bad (naming the file, saying so in results.json and
 results.md, exit 1) and refuses a dataset JSON that is not COCO with exit 2."""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +10,7 @@ from PIL import Image
 
 from dataset_fixtures import write_mapillary
 from ovseg_core.panoptic_io import id_to_rgb, read_panoptic_png
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "training"))
-import evaluate  # noqa: E402
+from ovseg_core.evaluation import runner as evaluate
 
 
 def run(root, out, capsys):

@@ -1,22 +1,15 @@
-"""bench/shapes.py's variants build from the shapes preset and classify (no timing here:
-timing lives in the benchmark). Also: builds given one empty EmbeddingCache share it
+"""bench/shapes.py's variants (ovseg_core.shapes.variants) build from the shapes preset
+and classify (no timing here: timing lives in the benchmark). Also: builds given one empty EmbeddingCache share it
 (an empty cache is falsy; build_from_config used to replace it with its own)."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from ovseg_core.config import DATA_DIR
 from ovseg_core.segmenter import image_to_tensor
+from ovseg_core.shapes import variants as bench
 from ovseg_core.shapes.world import generate_scene
 from ovseg_core.text import EmbeddingCache
 from ovseg_core.vocabulary import Vocabulary
-
-REPO = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("bench_shapes", REPO / "bench" / "shapes.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
 
 pytestmark = pytest.mark.skipif(not (DATA_DIR / "weights" / "shapes" / "clip.safetensors").is_file(),
                                 reason="the shipped ShapesWorld weights are missing")

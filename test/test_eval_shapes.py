@@ -1,6 +1,6 @@
-"""training/eval_shapes.py: the report the README's ShapesWorld numbers come from."""
+"""ovseg_core.shapes.evaluate (training/shapes/eval_shapes.py): the report the ShapesWorld
+numbers of docs/shapesworld.md come from."""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +9,10 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
-import eval_shapes  # noqa: E402
-
-from ovseg_core.build import build_from_config  # noqa: E402
-from ovseg_core.config import DATA_DIR, PRESET_DIR, load_preset  # noqa: E402
-from ovseg_core.weights import save_delta  # noqa: E402
+from ovseg_core.build import build_from_config
+from ovseg_core.config import DATA_DIR, PRESET_DIR, load_preset
+from ovseg_core.shapes import evaluate as eval_shapes
+from ovseg_core.weights import save_delta
 
 GROUPS = {"all", "things", "stuff", "seen", "unseen", "seen things", "unseen things", "unseen stuff"}
 ROWS = ("predicted masks", "predicted masks, random labels", "predicted masks, oracle classes", "oracle masks",
@@ -24,7 +22,7 @@ LAYOUTS = ("standard", "variants")
 
 def _run(out_dir, *extra):
     out = Path(out_dir) / "eval.json"
-    # a short probe (the default 120 scenes is for the README's numbers)
+    # a short probe (the default 120 scenes is for the published numbers)
     eval_shapes.main(["--num", "3", "--seed", "900000", "--threads", "1", "--probe", "6", "--out", str(out), *extra])
     return json.loads(out.read_text())
 
@@ -232,9 +230,9 @@ def test_eval_shapes_refuses_a_bad_override():
 
 
 def test_diagnose_shapes_reports_text_and_mask_token_factors(tmp_path, capsys):
-    """training/diagnose_shapes.py: the text tower's shape separation and compositionality,
-    and the mask tokens' nearest shape / color words, seen and unseen things apart."""
-    import diagnose_shapes
+    """ovseg_core.shapes.diagnose (training/shapes/diagnose_shapes.py): the text tower's
+    shape separation and compositionality, and the mask tokens' nearest shape / color words, seen and unseen things apart."""
+    from ovseg_core.shapes import diagnose as diagnose_shapes
     out = tmp_path / "diag.json"
     diagnose_shapes.main(["--num", "2", "--seed", "900000", "--threads", "1", "--out", str(out)])
     report = json.loads(out.read_text())
@@ -258,7 +256,7 @@ def test_the_shape_probe_learns_a_color_prior_that_centring_removes():
     """Synthetic mask embeddings = a color direction + a shape direction, seen things a
     Latin square short of one shape per color (as ShapesWorld's split): the probe fitted
     as is reads the color and misses unseen things; centred within color it names them."""
-    import diagnose_shapes
+    from ovseg_core.shapes import diagnose as diagnose_shapes
     torch.manual_seed(0)
     colors, shapes = torch.randn(6, 32) * 3, torch.randn(6, 32)
     data = []
@@ -273,10 +271,10 @@ def test_the_shape_probe_learns_a_color_prior_that_centring_removes():
 
 
 def test_shapes_table_renders_a_report_in_both_modes(shipped, tmp_path, capsys):
-    """training/shapes_table.py turns eval_shapes reports into the README's tables: one
-    row per report (and its chance row), a column group per layout; --proposals counts
+    """ovseg_core.shapes.table (training/shapes/shapes_table.py) turns eval_shapes reports
+    into the tables of docs/: one row per report (and its chance row), a column group per layout; --proposals counts
     the missed things with the report's own numbers."""
-    import shapes_table
+    from ovseg_core.shapes import table as shapes_table
     path = tmp_path / "r.json"
     path.write_text(json.dumps(shipped))
     assert shapes_table.main([f"frozen={path}"]) == 0

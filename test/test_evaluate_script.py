@@ -1,4 +1,4 @@
-"""training/evaluate.py on fixture datasets: oracle masks + oracle classifier score a
+"""ovseg evaluate (ovseg_core.evaluation.runner) on fixture datasets: oracle masks + oracle classifier score a
 perfect PQ / mIoU, every output is written, and two torchrun processes give the numbers
 of one."""
 import csv
@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from dataset_fixtures import write_coco, write_mapillary
+from ovseg_core.evaluation import runner as evaluate
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "training"))
-import evaluate  # noqa: E402
 
 COCO_NAMES = ["person", "car", "wall-other-merged", "sky-other-merged", "door-stuff"]
 COCO_THING = [True, True, False, False, False]

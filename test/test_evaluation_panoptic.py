@@ -1,18 +1,14 @@
 """Panoptic Quality: hand-worked cases for each of panopticapi's rules, random cases
-against the panopticapi-equivalent loop of bench/evaluation.py, and the CLI."""
-import importlib.util
+against the panopticapi-equivalent loop of ovseg_core.evaluation.reference, and the CLI."""
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ovseg_core.evaluation import reference
 from ovseg_core.evaluation.panoptic import PQStat, main, pq_compute, pq_image
 
-REPO = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("bench_evaluation", REPO / "bench" / "evaluation.py")
-reference = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reference)
 
 NAMES = ["car", "road", "sky"]
 THING = [True, False, False]

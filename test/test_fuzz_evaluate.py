@@ -1,12 +1,10 @@
-"""Fuzz (hypothesis) of training/evaluate.py on a Mapillary fixture: random corruptions
+"""Fuzz (hypothesis) of ovseg evaluate (ovseg_core.evaluation.runner) on a Mapillary fixture: random corruptions
 of its JSON, config, PNGs and images give a correct run (exit 0), a run that skips the
 bad images and lists them in results.json (exit 1), or a refusal naming the file
 (exit 2); never a traceback, never a number out of range or a non-JSON results file.
 The model is built once (oracle masks and classes: the fuzz is about the files)."""
 import contextlib
 import io
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,10 +13,7 @@ from hypothesis import strategies as st
 
 from dataset_fixtures import write_mapillary
 from fuzz_corruptions import FUZZ, assert_metrics_in_range, corrupt_some, fresh_copy, strict_json
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "training"))
-import evaluate  # noqa: E402
+from ovseg_core.evaluation import runner as evaluate
 
 
 @pytest.fixture(scope="module")

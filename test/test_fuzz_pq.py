@@ -2,21 +2,15 @@
 give either a correct result (exit 0, standard JSON, every number in range) or one
 line naming the file with exit 2; never a traceback, never a half-written output."""
 import contextlib
-import importlib.util
 import io
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fuzz_corruptions import FUZZ, assert_metrics_in_range, assert_one_line_naming, corrupt_some, fresh_copy, strict_json
+from ovseg_core.evaluation import reference
 from ovseg_core.evaluation.panoptic import main as pq_main
-
-REPO = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("bench_evaluation", REPO / "bench" / "evaluation.py")
-reference = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reference)
 
 
 @pytest.fixture(scope="module")

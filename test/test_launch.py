@@ -110,7 +110,9 @@ def session(tmp_path):
     for launched in started:
         tree = launched.processes()
         code = launched.stop()
-        assert code in (0, None) or not tree, f"launch exited with {code}:\n{launched.output()[-3000:]}"
+        out = launched.output()
+        assert code == 0, f"launch exited with {code}:\n{out[-3000:]}"
+        assert "escalating to 'SIGTERM'" not in out, f"a node ignored SIGINT:\n{out[-3000:]}"
         assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], \
             f"processes left behind after SIGINT: {tree}"
 

@@ -3,7 +3,7 @@
 Tolerance: the drawn red circle counts as found when the predicted segment that overlaps
 it most matches it with IoU > 0.5 (the criterion PQ uses for a true positive); it counts
 as labeled when that segment is also called "red circle". The CLIP names a thing's shape
-through the mask tokens about two times in three (README, ShapesWorld results), so
+through the mask tokens about two times in three (docs/shapesworld.md, Results), so
 the exact label is asserted as a rate over 20 fresh scenes, not scene by scene. The
 scenes are generated from seeds the models never trained on.
 """
@@ -75,7 +75,7 @@ def red_circles(segmenter, vocabulary):
 
 def test_the_drawn_red_circle_is_found_and_its_color_named(red_circles):
     """At least 12 of 20: the proposals cover 70% of things (IoU > 0.5) and the mask tokens
-    name 99% of things' colors (README), so about 14 of 20 are expected."""
+    name 99% of things' colors (docs/shapesworld.md), so about 14 of 20 are expected."""
     hits = [name.startswith("red ") and iou > 0.5 for name, iou in red_circles]
     assert sum(hits) >= 12, red_circles
 
@@ -181,30 +181,27 @@ def test_unseen_things_are_found_and_named_at_their_measured_rate(segmenter, voc
     records = probe(segmenter, UNSEEN_PROBE_SEEDS, vocabulary)
     summary = summarize(records)
     assert summary["hits"] >= 12, [(r["thing"], r["label"], round(r["iou"], 2)) for r in records]
-    # the color half is what the mask tokens know best (README): right for most found things
+    # the color half is what the mask tokens know best (docs/shapesworld.md): right for most found things
     assert summary["color right of found"] >= 0.8, summary
 
 
 # Fresh scenes for the mask generator's rate, standard layout and layout variants, on
 # seeds used nowhere else.
 PROPOSAL_SEEDS = range(540_000, 540_030)
-# README "Connected parts": fresh seeds 777000-777099, 293/299 and 292/302 things (model F,
-# its proposals split into connected parts; unsplit: 260/299 and 249/302)
+# docs/experiments/2026-12-07-proposals-connected-parts.md: fresh seeds 777000-777099,
+# 293/299 and 292/302 things (model F, its proposals split into connected parts; unsplit: 260/299 and 249/302)
 RATE_STANDARD, RATE_VARIANTS = 0.980, 0.967
 
 
 def test_proposals_cover_things_at_their_measured_rate(segmenter):
     """A rate over many scenes: the share of ground-truth things that some proposal covers
     with IoU > 0.5 (through the preset's resize and connected-part split, as the pipeline
-    serves them). On 100 fresh scenes per layout (README, "Connected parts") the shipped
+    serves them). On 100 fresh scenes per layout (docs/experiments, "Connected parts") the shipped
     proposals covered 98.0% of things in the standard layout and 96.7% in the variants
     (unsplit 87.0% / 82.5%; the first Mask2Former 69.2% / 57.3%); over these 30 scenes per
     layout the test wants the measured rate minus two standard deviations."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
-    from eval_shapes import oracle_class_result
-    from train_proposals_shapes import add_recall_hits
+    from ovseg_core.shapes.evaluate import oracle_class_result
+    from ovseg_core.shapes.train_proposals import add_recall_hits
     from ovseg_core.shapes.world import layout_scene
     from ovseg_core.vocabulary import Vocabulary
 

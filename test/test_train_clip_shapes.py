@@ -1,8 +1,6 @@
 """The ShapesWorld CLIP training script: its losses, its data and the size change
 between training (64 px windows) and serving (the config's 128 px)."""
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -10,11 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
-import train_clip_shapes as tcs  # noqa: E402
-
-from ovseg_core.shapes import EXTRA_HUES, load_classes  # noqa: E402
-from ovseg_core.weights import create_clip, register_clip_configs  # noqa: E402
+from ovseg_core.shapes import EXTRA_HUES, load_classes
+from ovseg_core.shapes import train_clip as tcs
+from ovseg_core.weights import create_clip, register_clip_configs
 
 
 @pytest.fixture(scope="module")

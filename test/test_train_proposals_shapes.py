@@ -1,17 +1,13 @@
-"""training/train_proposals_shapes.py: the data the ShapesWorld mask generator learns from,
-the recall it is judged by, and a run that starts from a saved model."""
-import sys
-from pathlib import Path
+"""ovseg_core.shapes.train_proposals (training/shapes/train_proposals_shapes.py): the data
+the ShapesWorld mask generator learns from, the recall it is judged by, and a run that starts from a saved model."""
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
-import train_proposals_shapes as tps  # noqa: E402
-
-from ovseg_core.modeling.proposals import Mask2FormerProposals  # noqa: E402
-from ovseg_core.shapes.world import generate_scene, load_classes  # noqa: E402
+from ovseg_core.modeling.proposals import Mask2FormerProposals
+from ovseg_core.shapes import train_proposals as tps
+from ovseg_core.shapes.world import generate_scene, load_classes
 
 
 def test_multiscale_batches_partition_each_image_and_hold_small_things():

@@ -18,10 +18,9 @@ from ovseg_core.build import build_segmenter
 from ovseg_core.shapes.world import load_classes
 from ovseg_core.training.loop import RunDirError, Trainer
 from ovseg_core.training.recipe import load_recipe
+from ovseg_core.training import cli as train_script
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "training"))
-import train as train_script  # noqa: E402
 
 # Tiny CLIP (random) and tiny Mask2Former (random): the cheapest real stack.
 TINY = {"preset": "tiny", "model": {"classifier.learned_void": True, "device": "cpu"},

@@ -1,7 +1,7 @@
 """The unseen-thing probe: scenes that each hold one unseen thing, and whether the segmenter
 finds it and names it. A rate over many scenes, not one fixed scene, is what a test or a
-README number may rest on (training/eval_shapes.py reports it; test/test_shapes_models.py
-asserts it on other seeds)."""
+published number may rest on (training/shapes/eval_shapes.py reports it;
+test/test_shapes_models.py asserts it on other seeds)."""
 from __future__ import annotations
 
 from typing import Iterable, List, Tuple
