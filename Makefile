@@ -20,7 +20,7 @@ $(STAMP): setup.py requirements.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet -e '.[test,ros,train]'
+	$(PY) -m pip install --quiet -e '.[test,ros,train,export]'
 	touch $(STAMP)
 
 # colcon build of msg/ and srv/ against the wheels (about 20 s), with the ROS packages PyPI lacks
@@ -52,6 +52,13 @@ bench: $(STAMP) $(ROS_STAMP)
 	$(PY) bench/evaluation.py
 	$(PY) bench/bag.py
 	$(PY) bench/shapes.py
+	$(PY) bench/geometry.py
+	$(PY) bench/postprocess.py
+	$(PY) bench/cameras.py
+	$(PY) bench/stages.py
+	$(PY) bench/export.py --num 100 --rounds 5 --vitb-scenes 3
+	$(ROS_ENV) $(PY) bench/soak.py --minutes 30
+	$(ROS_ENV) $(PY) bench/soak.py --minutes 10 --cameras 1 --depth --vocab-every 0
 
 clean:
 	rm -rf $(VENV) out build install

@@ -29,6 +29,9 @@ setup(
     ],
     extras_require={
         "train": ["tensorboard"],
+        # `ovseg export` and `runtime: onnxruntime` (docs/deployment.md); on CUDA use
+        # onnxruntime-gpu instead of onnxruntime. TensorRT comes from JetPack / NVIDIA.
+        "export": ["onnx>=1.16", "onnxruntime>=1.18"],
         "test": ["pytest", "hypothesis", "psutil"],
         # ROS 2 Kilted from PyPI wheels (ENVIRONMENT.md): enough to build our interfaces
         # with colcon and run the node; `make ros` installs these and builds.

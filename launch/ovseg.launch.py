@@ -19,9 +19,19 @@ from launch_ros.parameter_descriptions import ParameterFile
 
 # Launch argument -> node parameter of the same name (test_launch_file.py checks that each
 # is declared by the node or is ROS's use_sim_time). Booleans are parsed as YAML.
-PARAMETER_ARGUMENTS = ("cameras", "device", "preset", "weights", "vocabulary", "autostart", "use_sim_time")
-LIST_ARGUMENTS = ("cameras",)
-BOOL_ARGUMENTS = ("autostart", "use_sim_time")
+PARAMETER_ARGUMENTS = ("cameras", "device", "preset", "weights", "vocabulary", "autostart", "use_sim_time",
+                       "depth_topics", "publish_points", "publish_objects", "publish_detections",
+                       "publish_label_info", "publish_semantic_color", "publish_instance", "mask_classes")
+LIST_ARGUMENTS = ("cameras", "depth_topics", "mask_classes")
+# The outputs for 3D mappers that a boolean switches on (see config/ovseg_node.yaml).
+MAPPER_ARGUMENTS = {"publish_points": "~/NAME/points, a labeled PointCloud2 (needs depth)",
+                    "publish_objects": "~/NAME/objects, vision_msgs Detection3DArray (needs depth)",
+                    "publish_detections": "~/NAME/detections, vision_msgs Detection2DArray",
+                    "publish_label_info": "~/NAME/label_info, vision_msgs LabelInfo (latched)",
+                    "publish_semantic_color": "~/NAME/semantic_color, rgb8 label colours",
+                    "publish_instance": "~/NAME/instance, 32SC1 packed label and instance"}
+BOOL_ARGUMENTS = ("autostart", "use_sim_time", "publish_points", "publish_objects", "publish_detections",
+                  "publish_label_info", "publish_semantic_color", "publish_instance")
 
 
 class LaunchArgumentError(ValueError):
@@ -40,7 +50,7 @@ def _node(context):
         if value == "":
             continue
         if key in LIST_ARGUMENTS:
-            overrides[key] = _yaml_list(value)
+            overrides[key] = _yaml_list(key, value)
         elif key in BOOL_ARGUMENTS:
             overrides[key] = bool(yaml.safe_load(value))
         else:
@@ -59,7 +69,7 @@ def _node(context):
         additional_env=env, respawn=respawn, respawn_delay=2.0)]
 
 
-def _yaml_list(text):
+def _yaml_list(key, text):
     import yaml
     try:
         value = yaml.safe_load(text)
@@ -67,10 +77,16 @@ def _yaml_list(text):
         value = None
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise LaunchArgumentError(f"cameras:={text!r} must be a topic or a YAML list of topics, "
-                                  f"e.g. cameras:=\"['/front/image_raw', '/rear/image_raw/compressed']\"")
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value) \
+            or (key == "cameras" and not all(value)):
+        raise LaunchArgumentError(f"{key}:={text!r} must be a name or a YAML list of names, "
+                                  f"e.g. {key}:=\"{LIST_EXAMPLES[key]}\"")
     return value
+
+
+LIST_EXAMPLES = {"cameras": "['/front/image_raw', '/rear/image_raw/compressed']",
+                 "depth_topics": "['/front/depth_registered/image_rect', '']",
+                 "mask_classes": "['person', 'dog']"}
 
 
 def _check_presets(argument, config):
@@ -115,6 +131,13 @@ def generate_launch_description():
                                           "empty: config"),
         DeclareLaunchArgument("use_sim_time", default_value="",
                               description="true: the node's clock follows /clock (bags, simulators)"),
+        DeclareLaunchArgument("depth_topics", default_value="",
+                              description="per camera, its registered depth image topic ('' for none), a YAML "
+                                          "list; empty: config"),
+        *[DeclareLaunchArgument(name, default_value="", description=f"true: {what}; empty: config")
+          for name, what in MAPPER_ARGUMENTS.items()],
+        DeclareLaunchArgument("mask_classes", default_value="",
+                              description="classes masked in ~/NAME/mask for nvblox, a YAML list; empty: config"),
         DeclareLaunchArgument("log_level", default_value="info", description="debug, info, warn, error"),
         DeclareLaunchArgument("respawn", default_value="false", description="restart the node if it dies"),
         DeclareLaunchArgument("dds_profile", default_value=os.path.join(share, "config", "fastdds_large_frames.xml"),

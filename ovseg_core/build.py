@@ -97,6 +97,9 @@ def build_segmenter(preset: str = "tiny", weights: Optional[str] = None, device:
 
 
 def build_from_config(cfg: PresetConfig, embedding_cache: Optional[EmbeddingCache] = None) -> Segmenter:
+    if cfg.runtime == "onnxruntime":   # the same Segmenter, its networks from an `ovseg export` folder
+        from .export.runtime import build_onnx_segmenter
+        return build_onnx_segmenter(cfg, embedding_cache)
     device = resolve_device(cfg.device)
     clip_size = size_pair(cfg.clip.input_size)
     clip = create_clip(cfg.clip.model, resolve_path(cfg.clip.pretrained), cfg.name)

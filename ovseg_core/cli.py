@@ -1,5 +1,5 @@
 """``ovseg segment IMAGES... --vocab "car; road [stuff]" --preset NAME --out DIR``
-(``ovseg train``, ``ovseg evaluate`` and ``ovseg params`` beside it).
+(``ovseg train``, ``ovseg evaluate``, ``ovseg params`` and ``ovseg labelspace export`` beside it).
 
 Writes per image an overlay PNG and a COCO-panoptic PNG, one ``panoptic.json`` for all,
 and prints a table of segments. A file that cannot be read is reported and skipped;
@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from .config import preset_names
 from .panoptic_io import categories, panoptic_annotation, write_panoptic_json, write_panoptic_png
+from .profiling import stage_table
 from .structures import PanopticResult
 from .visualize import DEFAULT_MIN_SIZE, overlay
 from .vocabulary import Vocabulary
@@ -53,6 +54,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="build the preset's architecture without its pretrained weights (offline trials)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the random initialisation of weights a preset does not load (reproducible runs)")
+    p.add_argument("--runtime", choices=("torch", "onnxruntime"),
+                   help="what runs the networks (default: the preset's); onnxruntime needs --onnx-dir")
+    p.add_argument("--onnx-dir", help="an `ovseg export` folder (with --runtime onnxruntime)")
 
 
 def model_from_args(args: argparse.Namespace):
@@ -65,6 +69,10 @@ def model_from_args(args: argparse.Namespace):
         overrides["inference.overlap_threshold"] = args.overlap_threshold
     if args.random_weights:
         overrides.update({"clip.pretrained": None, "proposals.pretrained": None})
+    if getattr(args, "runtime", None):
+        overrides["runtime"] = args.runtime
+    if getattr(args, "onnx_dir", None):
+        overrides["onnx.dir"] = args.onnx_dir
     import torch  # heavy imports only once the cheap argument checks passed
     from .build import build_segmenter
     torch.manual_seed(args.seed)
@@ -72,7 +80,8 @@ def model_from_args(args: argparse.Namespace):
 
 
 DELEGATED_HELP = {"train": "train a mask classifier from a recipe (ovseg train --help)",
-                  "evaluate": "a preset over a dataset split: PQ, mIoU (ovseg evaluate --help)"}
+                  "evaluate": "a preset over a dataset split: PQ, mIoU (ovseg evaluate --help)",
+                  "export": "ONNX models (+ TensorRT engines) of a preset for deployment (ovseg export --help)"}
 
 
 def _delegate(command: str, argv: List[str]) -> int:
@@ -80,6 +89,8 @@ def _delegate(command: str, argv: List[str]) -> int:
     command lines (also run by torchrun as training/train.py, training/evaluate.py)."""
     if command == "train":
         from .training.cli import main as run
+    elif command == "export":
+        from .export.cli import main as run
     else:
         from .evaluation.runner import main as run
     return run(argv, prog=f"ovseg {command}")
@@ -97,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=1, help="images per forward")
     add_model_arguments(s)
     s.add_argument("--quiet", action="store_true", help="do not print the segment tables")
+    s.add_argument("--profile", action="store_true",
+                   help="print each call's time per stage (preprocess, vocabulary, proposals, classifier, "
+                        "merge) and their median / 95th percentile at the end")
     s.add_argument("--overlay-size", type=int, default=DEFAULT_MIN_SIZE,
                    help="draw overlays of smaller images upscaled to this longer side in pixels, so "
                         "the labels are legible (default %(default)s; 0: at the image's size)")
@@ -108,7 +122,45 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--preset", default="smart_vitl14_336_swinb")
     c.add_argument("--trainable", help="another policy than the preset's (ovseg_core.trainable.POLICIES)")
     c.add_argument("--lora-rank", type=int, help="LoRA rank, with --trainable lora")
+    ls = sub.add_parser("labelspace", help="write a label-space file's ids for a mapper (Hydra)")
+    e = ls.add_subparsers(dest="action", required=True).add_parser(
+        "export", help="Hydra's label-space YAML or the colormap CSV (docs/mapping.md)")
+    e.add_argument("file", type=Path, help="a label-space YAML (the node's label_space parameter)")
+    e.add_argument("--format", choices=("hydra", "csv"), required=True,
+                   help="hydra: label-space YAML; csv: colormap name,red,green,blue,alpha,id")
+    e.add_argument("--out", type=Path, required=True, help="file to write")
+    for name, what in (("dynamic", "moving classes (Hydra's dynamic_labels)"),
+                       ("objects", "classes Hydra makes object nodes of (object_labels)"),
+                       ("surfaces", "classes Hydra puts surface places on (surface_places_labels)")):
+        e.add_argument(f"--{name}", default="", help=f"comma-separated label names: {what}")
+    e.add_argument("--fill-gaps", action="store_true",
+                   help="accept sparse ids: list the missing ones as invalid placeholders (default: refuse)")
     return p
+
+
+def export_label_space(args: argparse.Namespace) -> int:
+    """`ovseg labelspace export`: the mapper's files from the node's label-space file."""
+    from .label_space import LabelSpace, export, missing_ids
+    split = lambda text: [n.strip() for n in text.split(",") if n.strip()]  # noqa: E731
+    try:
+        space = LabelSpace.load(args.file)
+        text = export(space, args.format, split(args.dynamic), split(args.objects), split(args.surfaces),
+                      args.fill_gaps)
+    except ValueError as err:
+        print(f"ovseg labelspace: {err}", file=sys.stderr)
+        return 2
+    if args.format == "hydra" and not args.objects:
+        print("ovseg labelspace: note: no --objects, so object_labels is empty and Hydra makes no object "
+              "nodes; name the thing classes with --objects car,person,...", file=sys.stderr)
+    gaps = missing_ids(space)
+    if gaps:
+        print(f"ovseg labelspace: warning: {len(gaps)} unused ids written as invalid placeholders "
+              f"unused_ID; the mapper keeps {len(gaps) + len(space.entries())} labels per voxel. Renumber "
+              f"the ids 0..{len(space.entries()) - 1} to save that memory", file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(f"wrote {args.out} ({args.format})", file=sys.stderr)
+    return 0
 
 
 def count_params(preset: str, trainable: Optional[str] = None, lora_rank: Optional[int] = None) -> int:
@@ -138,6 +190,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv and argv[0] in DELEGATED_HELP:
         return _delegate(argv[0], argv[1:])
     args = _parser().parse_args(argv)
+    if args.command == "labelspace":
+        return export_label_space(args)
     if args.command == "params":
         try:
             count_params(args.preset, args.trainable, args.lora_rank)
@@ -157,7 +211,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
 
     (args.out / "panoptic").mkdir(parents=True, exist_ok=True)
-    annotations, images_info, failed = [], [], []
+    annotations, images_info, failed, timings = [], [], [], []
     batches = [args.images[i:i + args.batch_size] for i in range(0, len(args.images), args.batch_size)]
     bar = tqdm(total=len(args.images), unit="img", disable=len(args.images) < 2, file=sys.stderr)
     for batch in batches:
@@ -170,6 +224,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"ovseg: skipped {err}", file=sys.stderr)
         if loaded:
             results = segmenter([im for _, im in loaded], vocabulary)
+            if args.profile:
+                timings.append(segmenter.last_timings)
+                tqdm.write(f"{', '.join(path.name for path, _ in loaded)}: " + ", ".join(
+                    f"{name} {seconds * 1000:.1f} ms" for name, seconds in timings[-1].items()), file=sys.stderr)
             for (path, image), result in zip(loaded, results):
                 _write_outputs(args.out, path, image, result, len(images_info), annotations, images_info,
                                args.overlay_size)
@@ -177,6 +235,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     tqdm.write(segment_table(path.name, result))
         bar.update(len(batch))
     bar.close()
+    if args.profile and timings:
+        print(stage_table(timings), file=sys.stderr)
     write_panoptic_json(str(args.out / "panoptic.json"), images_info, annotations,
                         categories(vocabulary.names, vocabulary.is_thing))
     print(f"wrote {len(images_info)} result(s) to {args.out} (overlays *_overlay.png, "

@@ -26,6 +26,7 @@ DATA_DIR = REPO_CONFIG_DIR.parent
 # How an input is fitted to the model size (ovseg_core.resize); here so that reading a
 # preset needs no torch (the launch file checks presets before it starts the node).
 RESIZE_MODES = ("square", "longest_side")
+RUNTIMES = ("torch", "onnxruntime")      # what runs the networks (ovseg_core/export/runtime.py)
 
 
 @dataclass
@@ -84,6 +85,13 @@ class InferenceConfig:
 
 
 @dataclass
+class OnnxConfig:
+    dir: Optional[str] = None            # the folder `ovseg export --out` wrote (runtime: onnxruntime)
+    providers: List[str] = field(default_factory=list)  # ONNX Runtime execution providers, in order;
+                                         # empty: CUDA on a CUDA device, else CPU (docs/deployment.md)
+
+
+@dataclass
 class PresetConfig:
     name: str = "unnamed"
     description: str = ""
@@ -96,6 +104,8 @@ class PresetConfig:
     weights: Optional[str] = None        # our trained delta (safetensors) on top of the base weights
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
     precision: str = "auto"              # auto (bf16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+    runtime: str = "torch"               # torch | onnxruntime (the networks of an ONNX export, onnx.dir)
+    onnx: OnnxConfig = field(default_factory=OnnxConfig)
 
 
 def _build(cls, data: Any, where: str):
@@ -184,6 +194,9 @@ def load_preset(name_or_path: str, overrides: Optional[Dict[str, Any]] = None) -
         if mode not in RESIZE_MODES:
             raise ValueError(f"{path}: {section}.resize is {mode!r}; choose one of {', '.join(RESIZE_MODES)} "
                              f"(longest_side keeps the aspect ratio, square squashes to input_size)")
+    if cfg.runtime not in RUNTIMES:
+        raise ValueError(f"{path}: runtime is {cfg.runtime!r}; choose one of {', '.join(RUNTIMES)} "
+                         f"(onnxruntime serves an `ovseg export` folder named by onnx.dir)")
     for key, meaning in (("object_mask_threshold", "a proposal's least objectness"),
                          ("overlap_threshold", "the least share of a mask a segment keeps"),
                          ("split_components", "the least size of a kept part, as a fraction of the largest; 0 "

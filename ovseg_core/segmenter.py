@@ -6,16 +6,18 @@ probabilities -> panoptic merge + semantic map -> PanopticResult, for a batch at
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
 from .config import InferenceConfig, PresetConfig
-from .postprocess import panoptic_merge, semantic_map, split_components
-from .resize import batch_for_stage, check_resize_mode, crop_resize, move_masks, resize_image, valid_fractions
+from .postprocess import MAX_BYTES, postprocess, split_components
+from .profiling import StageTimer
+from .resize import batch_for_stage, check_resize_mode, move_masks, resize_image, valid_fractions
 from .structures import MaskProposals, PanopticResult
 from .text import ClassEmbeddings, TextEncoder
 from .vocabulary import Vocabulary
@@ -158,6 +160,7 @@ class Segmenter:
         self.seen_classes = frozenset(seen_classes)
         self.name = name
         self.config = config                # the preset it was built from, if any
+        self.last_timings: Dict[str, float] = {}   # seconds per stage of the last call (profiling.STAGES)
         self.trainable = list(trainable)    # parameter names (in classifier) its policy trains
 
     def to(self, device: Union[str, torch.device]) -> "Segmenter":
@@ -208,23 +211,31 @@ class Segmenter:
             proposals = self.proposals(layout.proposal_batch)
         return split_components(proposals, self.inference.split_components)
 
-    def _logits(self, layout: Layout, vocabulary, proposals, classifier=None, text=None, **kwargs):
+    def _logits(self, layout: Layout, vocabulary, proposals, classifier=None, text=None,
+                timer: Optional[StageTimer] = None, **kwargs):
         """-> (vocabulary, proposals in their own frame, their valid fractions, the classifier's output).
 
         Proposals from the mask generator cover its (padded) batch; given ones cover each
-        image whole. Either way they are moved onto CLIP's frame, off on its padding."""
-        vocab, text = self.encode_vocabulary(vocabulary) if text is None else (Vocabulary.from_any(vocabulary), text)
+        image whole. Either way they are moved onto CLIP's frame, off on its padding.
+        ``timer`` times the vocabulary, proposals and classifier stages."""
+        stage = timer.stage if timer is not None else (lambda name: contextlib.nullcontext())
+        with stage("vocabulary"):
+            vocab, text = (self.encode_vocabulary(vocabulary) if text is None
+                           else (Vocabulary.from_any(vocabulary), text))
         with self.autocast():
             if proposals is None:
-                proposals = self.propose(layout)
+                with stage("proposals"):
+                    proposals = self.propose(layout)
                 valid = layout.proposal_valid
             else:
                 valid = [(1.0, 1.0)] * len(layout.clip_sizes)
-            moved = move_masks(proposals.masks, valid, layout.clip_valid)
-            for_clip = proposals if moved is proposals.masks else MaskProposals(moved, proposals.objectness)
-            if layout.clip_padded:
-                kwargs["image_sizes"] = layout.clip_sizes
-            out = (classifier or self.classifier)(layout.clip_batch, for_clip, text, self.seen_mask(vocab), **kwargs)
+            with stage("classifier"):
+                moved = move_masks(proposals.masks, valid, layout.clip_valid)
+                for_clip = proposals if moved is proposals.masks else MaskProposals(moved, proposals.objectness)
+                if layout.clip_padded:
+                    kwargs["image_sizes"] = layout.clip_sizes
+                out = (classifier or self.classifier)(layout.clip_batch, for_clip, text, self.seen_mask(vocab),
+                                                      **kwargs)
         return vocab, proposals, valid, out
 
     def _batch_layout(self, batch: torch.Tensor) -> Layout:
@@ -264,21 +275,51 @@ class Segmenter:
         images = [images] if single else images
         if not images:
             return []
-        tensors = [image_to_tensor(im, self.device) for im in images]
-        # Each image is resized straight to the model sizes (no second resampling).
-        vocab, proposals, valid, logits = self._logits(self.layout(tensors), vocabulary, proposals)
-        probs = class_probabilities(logits, proposals.objectness, len(vocab))
-        results = [self._postprocess(p, m, v, t.shape[-2:], vocab, vocabulary_version)
-                   for p, m, v, t in zip(probs, proposals.masks, valid, tensors)]
+        timer = StageTimer(self.device)
+        with timer.stage("preprocess"):
+            tensors = [image_to_tensor(im, self.device) for im in images]
+            layout = self.layout(tensors)       # each image resized straight to the model sizes
+        vocab, proposals, valid, logits = self._logits(layout, vocabulary, proposals, timer=timer)
+        with timer.stage("merge"):
+            probs = class_probabilities(logits, proposals.objectness, len(vocab))
+            results = self._postprocess_batch([(p, m, v, t.shape[-2:], vocab, vocabulary_version)
+                                               for p, m, v, t in zip(probs, proposals.masks, valid, tensors)])
+        self.last_timings = timer.seconds()
         return results[0] if single else results
 
+    def _postprocess_batch(self, items) -> List[PanopticResult]:
+        """Post-process a batch's images side by side on the CPU, one torch thread each.
+
+        At camera resolution the merge and semantic map cost far more than the batched
+        forward, and one image's many mid-sized ops leave torch's threads waiting on each
+        other (worst on shared cores), so two 1080p cameras in one call were no faster than
+        one after the other. Images of one call are independent: a worker per thread, each
+        single-threaded, keeps every core busy. ``torch.set_num_threads`` in a worker sets
+        that thread's OpenMP and MKL threads (and torch's default for threads started
+        meanwhile; it is put back when the worker is done). Small images and other devices
+        stay one after the other: nothing to gain there."""
+        threads = torch.get_num_threads()
+        workers = min(len(items), threads)
+        large = all(4 * 3 * m.shape[0] * size[0] * size[1] > MAX_BYTES for _, m, _, size, _, _ in items)
+        if workers < 2 or self.device.type != "cpu" or not large:
+            return [self._postprocess(*item) for item in items]
+
+        def run(item):
+            torch.set_num_threads(max(1, threads // workers))
+            try:
+                return self._postprocess(*item)
+            finally:
+                torch.set_num_threads(threads)
+        with ThreadPoolExecutor(workers, thread_name_prefix="ovseg-postprocess") as pool:
+            return list(pool.map(run, items))
+
     def _postprocess(self, probs, masks, valid, size, vocab: Vocabulary, version) -> PanopticResult:
-        # Cropped to the image first: padding never becomes part of a segment.
-        masks = crop_resize(masks, valid, size)
-        segment_map, segments = panoptic_merge(
-            probs, masks, vocab.names, vocab.is_thing,
+        # The masks stay at their own resolution; only the image's part (never the padding)
+        # is resampled, a band at a time.
+        segment_map, segments, semantic = postprocess(
+            probs, masks, valid, size, vocab.names, vocab.is_thing,
             object_mask_threshold=self.inference.object_mask_threshold,
             overlap_threshold=self.inference.overlap_threshold)
         return PanopticResult(segment_map=segment_map, segments=segments,
-                              semantic_map=semantic_map(probs, masks), class_names=vocab.names,
+                              semantic_map=semantic, class_names=vocab.names,
                               class_is_thing=vocab.is_thing, vocabulary_version=version)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
+from ovseg_core.label_space import LabelSpace  # noqa: F401  (the node and tools import it from here)
 from ovseg_core.structures import PanopticResult
 from ovseg_core.vocabulary import VocabClass, Vocabulary
 
@@ -168,66 +169,16 @@ def semantic_void(num_classes: int) -> int:
     return SEMANTIC_VOID_MONO8 if num_classes <= 255 else SEMANTIC_VOID_MONO16
 
 
-@dataclass
-class LabelSpace:
-    """Fixed label ids (a YAML file) for mapping stacks: a class keeps its id whatever the
-    vocabulary. File format::
-
-        unknown_id: 0          # vocabulary classes not listed here
-        void_id: 0             # pixels no segment covers (default: unknown_id)
-        labels:
-          - {name: car, id: 1, color: [0, 0, 142]}
-          - {name: road, id: 7, color: [128, 64, 128]}
-    """
-
-    names: list
-    ids: list
-    colors: list
-    unknown_id: int
-    void_id: int
-
-    @classmethod
-    def load(cls, path) -> "LabelSpace":
-        import yaml
-        where = f"label space {path}"
-        try:
-            data = yaml.safe_load(open(path).read())
-        except (OSError, yaml.YAMLError) as e:
-            raise ValueError(f"{where}: cannot read it: {e}") from e
-        if not isinstance(data, dict) or not isinstance(data.get("labels"), list) or "unknown_id" not in data:
-            raise ValueError(f"{where}: expected keys unknown_id and labels (a list of {{name, id, color}})")
-        names, ids, colors = [], [], []
-        for entry in data["labels"]:
-            if not isinstance(entry, dict) or not {"name", "id"} <= set(entry):
-                raise ValueError(f"{where}: every label needs name and id; got {entry!r}")
-            color = entry.get("color", [255, 255, 255])
-            if len(color) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in color):
-                raise ValueError(f"{where}: color of {entry['name']!r} must be three ints 0..255")
-            names.append(str(entry["name"]))
-            ids.append(entry["id"])
-            colors.append(tuple(color))
-        unknown, void = data["unknown_id"], data.get("void_id", data["unknown_id"])
-        for value in ids + [unknown, void]:
-            if not isinstance(value, int) or not 0 <= value <= 65535:
-                raise ValueError(f"{where}: ids are integers 0..65535; got {value!r}")
-        folded = [n.casefold() for n in names]
-        if len(set(folded)) != len(folded) or len(set(ids)) != len(ids) or unknown in ids:
-            raise ValueError(f"{where}: names and ids must be unique, and unknown_id ({unknown}) "
-                             f"must not be a label's id")
-        return cls(names, ids, colors, int(unknown), int(void))
-
-    def class_ids(self, vocabulary: Vocabulary) -> np.ndarray:
-        """Label id per vocabulary class: by class name, else by a synonym, else unknown."""
-        by_name = {n.casefold(): i for n, i in zip(self.names, self.ids)}
-        out = []
-        for c in vocabulary.classes:
-            match = [by_name[w.casefold()] for w in (c.name, *c.synonyms) if w.casefold() in by_name]
-            out.append(match[0] if match else self.unknown_id)
-        return np.asarray(out, np.int64)
-
-    @property
-    def wide(self) -> bool:
-        return max(self.ids + [self.unknown_id, self.void_id]) > 255
+def semantic_labels(result: PanopticResult, class_ids=None, void=None) -> np.ndarray:
+    """The one rule for a pixel's label (semantic image, clouds, instance images): its class
+    index, or with ``class_ids`` (a label space) the class's fixed id; ``void`` (default:
+    :func:`semantic_void`) where the panoptic result has no segment."""
+    labels = np.asarray(result.semantic_map).astype(np.int64)
+    if class_ids is not None:
+        labels = np.asarray(class_ids, np.int64)[labels]
+    else:
+        void = semantic_void(len(result.class_names))
+    return np.where(np.asarray(result.segment_map) == 0, void, labels)
 
 
 def semantic_image(result: PanopticResult, header, types: MessageTypes, class_ids=None,
@@ -236,14 +187,9 @@ def semantic_image(result: PanopticResult, header, types: MessageTypes, class_id
     has no segment, so the two outputs agree on what is labeled. With ``class_ids`` (a
     label space) each class index is written as its fixed id, void as ``void``. The
     encoding depends on the vocabulary or label space only, never on a frame's content."""
-    num_classes = len(result.class_names)
-    labels = np.asarray(result.semantic_map).astype(np.int64)
-    if class_ids is not None:
-        labels = np.asarray(class_ids, np.int64)[labels]
-    else:
-        void, wide = semantic_void(num_classes), num_classes > 255
-    labels = np.where(np.asarray(result.segment_map) == 0, void, labels)
-    return label_image(labels, header, types, wide=wide)
+    if class_ids is None:
+        wide = len(result.class_names) > 255
+    return label_image(semantic_labels(result, class_ids, void), header, types, wide=wide)
 
 
 _IMAGE_SUFFIXES = {"image_raw", "image", "image_rect", "image_color", "image_rect_color", "compressed"}
@@ -294,15 +240,34 @@ def rgb_image(image: np.ndarray, header, types: MessageTypes):
                        is_bigendian=0, step=width * 3, data=types.buffer(image))
 
 
+def _single_channel(msg, dtypes: dict, what: str) -> np.ndarray:
+    """An [H, W] array of a one-channel image in one of ``dtypes`` (encoding -> dtype)."""
+    if msg.encoding not in dtypes:
+        raise BadImage(f"{msg.encoding!r} is not a {what} encoding; send one of {', '.join(dtypes)}")
+    dtype = np.dtype(dtypes[msg.encoding]).newbyteorder(">" if msg.is_bigendian else "<")
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    data = _buffer(msg.data)
+    if height <= 0 or width <= 0 or step < width * dtype.itemsize or data.size < step * height:
+        raise BadImage(f"{what} {width}x{height} ({msg.encoding}, step {step}) does not fit its "
+                       f"{data.size} bytes; fix the publisher's width, height or step")
+    rows = data[:step * height].reshape(height, step)
+    return rows[:, :width * dtype.itemsize].copy().view(dtype).astype(dtype.newbyteorder("="))
+
+
 def label_array(msg) -> np.ndarray:
     """Inverse of :func:`label_image` (for subscribers and tests)."""
     dtypes = {"mono8": np.uint8, "8UC1": np.uint8, "mono16": np.uint16, "16UC1": np.uint16,
               "32SC1": np.int32}
-    if msg.encoding not in dtypes:
-        raise BadImage(f"{msg.encoding!r} is not a label image encoding ({', '.join(dtypes)})")
-    dtype = np.dtype(dtypes[msg.encoding]).newbyteorder(">" if msg.is_bigendian else "<")
-    rows = _buffer(msg.data)[:msg.step * msg.height].reshape(msg.height, msg.step)
-    return rows[:, :msg.width * dtype.itemsize].copy().view(dtype).astype(np.int64)
+    return _single_channel(msg, dtypes, "label image").astype(np.int64)
+
+
+# Registered depth as ROS publishes it: 16UC1 millimetres (0: no reading) or 32FC1 metres.
+DEPTH_DTYPES = {"16UC1": np.uint16, "mono16": np.uint16, "32FC1": np.float32}
+
+
+def depth_array(msg) -> np.ndarray:
+    """`sensor_msgs/Image` depth -> [H, W] uint16 (millimetres) or float32 (metres)."""
+    return _single_channel(msg, DEPTH_DTYPES, "depth image")
 
 
 def panoptic_message(result: PanopticResult, header, types: MessageTypes):

@@ -7,6 +7,8 @@ image topics, publishes a vocabulary change half-way, and writes
   outputs/       a rosbag2 (mcap) recording of the node's outputs, readable by rosbags/ROS 2
   latency.json   per-camera latency (publish -> result received) and node counters
   summary.png    frames before and after the vocabulary change, side by side
+  cloud.png      the front camera's labeled point cloud from its depth, seen from above,
+                 beside that frame's overlay (ShapesWorld renders depth; needs vision_msgs)
 Overlays are drawn upscaled (longer side at least OVERLAY_MIN_SIZE) so small frames read.
 """
 from __future__ import annotations
@@ -53,6 +55,25 @@ def shapes_stream(num_frames: int) -> Callable[[int, int], np.ndarray]:
     return lambda camera, i: pans[camera][i].image
 
 
+def shapes_depth(num_frames: int, size: int = 128) -> Callable[[int, int], tuple]:
+    """The front camera's registered depth (ShapesWorld renders it: stuff as planes 6-12 m
+    away, things 1-5 m): each frame a window of one depth image of the wide scene, so a
+    thing keeps its distance while the camera pans; ``(depth_m, PinholeCamera)``."""
+    from ovseg_core.geometry import PinholeCamera
+    from ovseg_core.shapes.world import pan_offsets, pan_world, render_depth
+    world = pan_world(7, size)
+    depth, wide, _ = render_depth(world, seed=7)
+    offsets = pan_offsets(num_frames, size, world.image.shape[1])
+
+    def frame(camera: int, i: int):
+        if camera != 0:
+            return None
+        x0 = offsets[i]
+        return (np.ascontiguousarray(depth[:, x0:x0 + size]),
+                PinholeCamera(size, depth.shape[0], wide.fx, wide.fy, wide.cx - x0, wide.cy))
+    return frame
+
+
 def shapes_vocabularies():
     """First half: every ShapesWorld class; second half: three circles and the stuff
     classes, so things of other shapes lose their labels and the stuff keeps its own."""
@@ -66,10 +87,10 @@ def _stamp(msg, ns: int):
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ns, 1_000_000_000)
 
 
-def run(out: Path, preset: str, frames: int, rate: float, vocabularies, source,
+def run(out: Path, preset: str, frames: int, rate: float, vocabularies, source, depth_source=None,
         **params) -> dict:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
     from std_msgs.msg import Header, String
 
     from ovseg.msg import PanopticResult, Status, Vocabulary
@@ -79,6 +100,16 @@ def run(out: Path, preset: str, frames: int, rate: float, vocabularies, source,
     shutil.rmtree(out, ignore_errors=True)
     (out / "overlays").mkdir(parents=True)
     names = [c.strip("/").split("/")[0] for c in CAMERAS]
+    depth_topics = [f"/{n}/depth/image_rect" if depth_source and depth_source(cam, 0) else ""
+                    for cam, n in enumerate(names)]
+    if any(depth_topics):
+        from .mapping import missing_packages
+        if missing_packages(["objects", "depth"]):
+            print("note: no cloud.png: vision_msgs/message_filters are not installed (make ros builds them "
+                  "from ../shared/third_party/ros)")
+            depth_topics = [""] * len(names)
+        else:
+            params.update(depth_topics=depth_topics, publish_points=True, publish_objects=True)
     print(f"starting the node (preset {preset}) ...", flush=True)
     node = NodeProcess(out, preset=preset, device="auto", cameras=list(CAMERAS),
                        vocabulary=vocabularies[0], input_qos="reliable", input_qos_depth=10,
@@ -90,6 +121,15 @@ def run(out: Path, preset: str, frames: int, rate: float, vocabularies, source,
     outputs = {f"/ovseg/{n}/{kind}": t for n in names
                for kind, t in (("panoptic", PanopticResult), ("overlay", Image))}
     outputs.update({"/ovseg/status": Status, "/ovseg/vocabulary": Vocabulary})
+    depth_pubs = {}
+    for cam, topic in enumerate(depth_topics):
+        if topic:
+            from vision_msgs.msg import Detection3DArray
+            depth_pubs[cam] = (probe.node.create_publisher(Image, topic, reliable),
+                               probe.node.create_publisher(CameraInfo, topic.rsplit("/", 1)[0] + "/camera_info",
+                                                           reliable))
+            outputs[f"/ovseg/{names[cam]}/points"] = PointCloud2
+            probe.subscribe(Detection3DArray, f"/ovseg/{names[cam]}/objects", reliable)
     for topic, msg_type in outputs.items():
         probe.subscribe(msg_type, topic, reliable)
     try:
@@ -113,6 +153,8 @@ def run(out: Path, preset: str, frames: int, rate: float, vocabularies, source,
                 msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=rgb.shape[1] * 3,
                             data=rgb.tobytes(), header=Header(frame_id=names[cam]))
                 _stamp(msg, stamp + cam)
+                if cam in depth_pubs:
+                    _publish_depth(depth_pubs[cam], *depth_source(cam, i), msg.header)
                 sent[stamp + cam] = time.monotonic()
                 pub.publish(msg)
             started = time.monotonic()
@@ -131,6 +173,16 @@ def run(out: Path, preset: str, frames: int, rate: float, vocabularies, source,
     finally:
         probe.close()
         node.stop()
+
+
+def _publish_depth(pubs, depth_m, camera, header):
+    """32FC1 depth and its camera_info, stamped like the frame they belong to."""
+    from sensor_msgs.msg import CameraInfo, Image
+    height, width = depth_m.shape
+    pubs[0].publish(Image(header=header, height=height, width=width, encoding="32FC1", is_bigendian=0,
+                          step=width * 4, data=depth_m.astype("<f4").tobytes()))
+    pubs[1].publish(CameraInfo(header=header, height=height, width=width, distortion_model="plumb_bob",
+                               d=[0.0] * 5, k=[camera.fx, 0.0, camera.cx, 0.0, camera.fy, camera.cy, 0.0, 0.0, 1.0]))
 
 
 def _write(out, probe, names, sent, outputs, frames) -> dict:
@@ -169,7 +221,69 @@ def _write(out, probe, names, sent, outputs, frames) -> dict:
                 writer.write(conn, int(t * 1e9), serialize(msg))
     (out / "latency.json").write_text(json.dumps(summary, indent=2))
     _summary_picture(out, names, frames)
+    if f"/ovseg/{names[0]}/points" in outputs:
+        _cloud_picture(out, probe, names[0], frames)
     return summary
+
+
+def _cloud_picture(out: Path, probe, name: str, frames: int, size: int = 512):
+    """The last frame before the vocabulary change: its overlay beside a bird's-eye view of
+    its labeled cloud (x right, z forward, 1 m grid; points in their class colour, each 3D
+    object's box footprint and class name)."""
+    from ovseg_core.visualize import palette
+
+    from .convert import image_to_rgb
+    from .mapping import cloud_array
+    stamp = 1_000_000_000 * (frames // 2)
+    pick = {kind: [m for m in probe.messages(f"/ovseg/{name}/{kind}") if header_stamp_ns(m.header) == stamp]
+            for kind in ("points", "objects", "overlay", "panoptic")}
+    if not all(pick.values()):
+        print(f"note: no cloud.png: frame {frames // 2} of {name} lacks " + ", ".join(k for k, v in pick.items() if not v))
+        return
+    cloud = cloud_array(pick["points"][0])
+    class_names = list(pick["panoptic"][0].class_names)
+    colors = np.vstack([palette(len(class_names)), [[128, 128, 128]]])
+    label = np.minimum(cloud["label"].astype(np.int64), len(class_names))
+    x, z = cloud["x"].astype(np.float64), cloud["z"].astype(np.float64)
+    z_far = float(np.ceil(z.max() + 0.5)) if z.size else 10.0
+    x_half = max(float(np.ceil(np.abs(x).max() + 0.5)) if x.size else 1.0, z_far / 2)
+    margin = 40
+
+    def to_px(px, pz):
+        u = margin + (np.asarray(px) + x_half) / (2 * x_half) * (size - 2 * margin)
+        v = size - margin - np.asarray(pz) / z_far * (size - 2 * margin)
+        return np.round(u).astype(int), np.round(v).astype(int)
+    view = np.full((size, size, 3), 255, np.uint8)
+    for metre in range(0, int(z_far) + 1):
+        _, v = to_px(0, metre)
+        cv2.line(view, (margin, int(v)), (size - margin, int(v)), (230, 230, 230), 1)
+        cv2.putText(view, f"{metre} m", (4, int(v) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (120, 120, 120), 1, cv2.LINE_AA)
+    u, v = to_px(x, z)
+    for du in (-1, 0, 1):                     # 3x3 px dots, in BGR for OpenCV
+        for dv in (-1, 0, 1):
+            view[np.clip(v + dv, 0, size - 1), np.clip(u + du, 0, size - 1)] = colors[label][:, ::-1]
+    for det in pick["objects"][0].detections:
+        c, s = det.bbox.center.position, det.bbox.size
+        (u0, u1), (v0, v1) = to_px([c.x - s.x / 2, c.x + s.x / 2], [c.z - s.z / 2, c.z + s.z / 2])
+        hyp = det.results[0].hypothesis
+        color = tuple(int(k) for k in colors[class_names.index(hyp.class_id)][::-1])
+        cv2.rectangle(view, (int(u0) - 2, int(v1) - 2), (int(u1) + 2, int(v0) + 2), color, 2)
+        cv2.putText(view, hyp.class_id, (int(u0), int(v1) - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    cu, cv_ = to_px(0, 0)
+    cv2.drawMarker(view, (int(cu), int(cv_)), (0, 0, 0), cv2.MARKER_TRIANGLE_UP, 14, 2)
+    cv2.putText(view, "camera", (int(cu) - 24, int(cv_) + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    overlay = cv2.cvtColor(image_to_rgb(pick["overlay"][0]), cv2.COLOR_RGB2BGR)
+    overlay = cv2.resize(overlay, (size, size * overlay.shape[0] // overlay.shape[1]), interpolation=cv2.INTER_NEAREST)
+    caption = 30
+    grid = np.full((caption + max(size, overlay.shape[0]), 2 * size + 8, 3), 255, np.uint8)
+    grid[caption:caption + overlay.shape[0], :size] = overlay
+    grid[caption:caption + size, size + 8:] = view
+    cv2.putText(grid, f"{name}, frame {frames // 2}: overlay", (4, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1,
+                cv2.LINE_AA)
+    cv2.putText(grid, f"its labeled cloud from above ({len(cloud)} points, {len(pick['objects'][0].detections)} "
+                f"objects)", (size + 12, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(str(out / "cloud.png"), grid)
 
 
 def _summary_picture(out: Path, names: List[str], frames: int):
@@ -217,17 +331,19 @@ def main(argv=None) -> int:
     if args.world == "shapes":
         args.preset = args.preset or "shapes"
         vocabularies, source = shapes_vocabularies(), shapes_stream(args.frames)
+        depth_source = shapes_depth(args.frames)
     else:
         args.preset = args.preset or "tiny"
-        vocabularies, source = STREET_VOCABULARIES, street_stream(args.frames)
+        vocabularies, source, depth_source = STREET_VOCABULARIES, street_stream(args.frames), None
     print(f"vocabulary, first half: {vocabularies[0]}\nvocabulary, second half: {vocabularies[1]}")
-    summary = run(args.out, args.preset, args.frames, args.rate, vocabularies, source,
+    summary = run(args.out, args.preset, args.frames, args.rate, vocabularies, source, depth_source,
                   overlap_threshold=args.overlap_threshold)
     for name, cam in summary["cameras"].items():
         print(f"{name}: {cam['results']} results, latency p50 {cam['latency_ms_p50']:.0f} ms, "
               f"p90 {cam['latency_ms_p90']:.0f} ms")
     print(f"wrote {args.out}/overlays/ ({len(list((args.out / 'overlays').glob('*.png')))} PNGs), "
-          f"{args.out}/outputs/ (rosbag2, mcap), {args.out}/latency.json, {args.out}/summary.png")
+          f"{args.out}/outputs/ (rosbag2, mcap), {args.out}/latency.json, {args.out}/summary.png"
+          + (f", {args.out}/cloud.png" if (args.out / "cloud.png").is_file() else ""))
     if args.preset == "tiny":
         print("note: the tiny preset has random weights, so its labels are not meaningful")
     return 0

@@ -34,14 +34,18 @@ from std_msgs.msg import ColorRGBA, Header, String
 from ovseg.msg import (CameraStatus, LabelSpace, PanopticResult, Segment, SemanticInfo, Status, Vocabulary,
                        VocabularyClass)
 from ovseg.srv import SetVocabulary
-from ovseg_core.visualize import overlay
+from ovseg_core.profiling import STAGES
+from ovseg_core.visualize import overlay, palette
 from ovseg_core.vocabulary import Vocabulary as CoreVocabulary
 
 from .convert import LabelSpace as LabelSpaceFile
 from .convert import (OUTPUT_LAYOUTS, BadImage, MessageTypes, camera_name, camera_namespace,  # noqa: F401
-                      header_stamp_ns,
-                      output_topic, panoptic_message, rclpy_buffer, rgb_image, semantic_image, semantic_void,
-                      to_rgb, vocabulary_changes, vocabulary_from_request, vocabulary_message)
+                      depth_array, header_stamp_ns,
+                      output_topic, panoptic_message, rclpy_buffer, rgb_image, semantic_image, semantic_labels,
+                      semantic_void, to_rgb, vocabulary_changes, vocabulary_from_request, vocabulary_message)
+from .mapping import (INSTANCE_PACKINGS, MAPPER_OUTPUTS, class_mask, detections_2d, detections_3d,
+                      instance_numbers, label_colors, label_info, missing_packages, pack_instances, point_cloud,
+                      typed_image)
 
 TYPES = MessageTypes(Image=Image, RegionOfInterest=RegionOfInterest, Segment=Segment,
                      PanopticResult=PanopticResult, VocabularyClass=VocabularyClass,
@@ -54,6 +58,9 @@ PARAMETERS = {
     "weights": ("", "our trained delta (.safetensors) on top of the preset; empty: the preset's"),
     "device": ("auto", "auto (cuda if present), cpu, cuda, cuda:N"),
     "precision": ("auto", "auto (bf16/fp16 autocast on cuda, fp32 on cpu), fp32, bf16, fp16"),
+    "runtime": ("", "what runs the networks: torch or onnxruntime (an `ovseg export` folder, onnx_dir); "
+                    "empty: the preset's"),
+    "onnx_dir": ("", "the `ovseg export` folder runtime onnxruntime serves; empty: the preset's onnx.dir"),
     "seed": (0, "torch seed before building, so random-weight presets are reproducible"),
     "input_size": (0, "model input size in pixels for both stages (bounds the longer side; the aspect "
                       "ratio is kept unless the preset says resize: square); 0: the preset's"),
@@ -86,6 +93,29 @@ PARAMETERS = {
                         "the semantic image, published latched on ~/label_space; empty: class indices"),
     "camera_info": (True, "subscribe to each camera's camera_info (beside its image topic) and "
                           "republish the latest with each result's stamp at ~/NAME/camera_info"),
+    # --- for 3D mappers (each output off unless asked for) ---
+    "depth_topics": ([""], "per camera: its depth image registered to the colour camera (16UC1 mm or 32FC1 m, "
+                           "exactly the colour image's size) with camera_info beside it, paired with results by "
+                           "stamp (message_filters ApproximateTime); empty: no 3D outputs"),
+    "depth_slop": (0.05, "most seconds between a frame's and a depth image's stamps that still pair"),
+    "depth_queue": (30, "results and depth images kept waiting for their pair (cover the model's latency "
+                        "at the depth rate)"),
+    "publish_points": (False, "publish ~/NAME/points (sensor_msgs/PointCloud2: x y z rgba label instance, "
+                              "in the image's frame); needs depth"),
+    "points_organized": (False, "true: organized clouds (the image grid, NaN where depth is missing); "
+                                "false: valid points only"),
+    "points_stride": (1, "use every Nth pixel along rows and columns for points and objects (bandwidth)"),
+    "publish_objects": (False, "publish ~/NAME/objects (vision_msgs/Detection3DArray, one per thing with "
+                               "depth: centroid, robust box); needs depth"),
+    "publish_detections": (False, "publish ~/NAME/detections (vision_msgs/Detection2DArray, one per segment)"),
+    "publish_label_info": (False, "publish ~/NAME/label_info (vision_msgs/LabelInfo, latched): what the "
+                                  "label values mean"),
+    "publish_semantic_color": (False, "publish ~/NAME/semantic_color (rgb8, each label's exact colour)"),
+    "publish_instance": (False, "publish ~/NAME/instance (32SC1: label and instance packed as instance_packing)"),
+    "instance_packing": ("class_instance", "class_instance: (label << 16) | instance (semantic_inference); "
+                                           "instance_class: (instance << 16) | label (SemanticKITTI)"),
+    "mask_classes": ([""], "classes (names or synonyms) masked in ~/NAME/mask (mono8, 255 = masked) with "
+                           "~/NAME/mask/camera_info, for nvblox; empty: no mask"),
     "stall_timeout": (5.0, "seconds a camera may have frames waiting without a result before "
                            "/diagnostics warns"),
     "encoder_niceness": (10, "added to the vocabulary encoder thread's nice value (Linux; its torch "
@@ -95,6 +125,9 @@ PARAMETERS = {
 }
 
 _RATE_WINDOW_S = 5.0
+# A frame's receive -> publish time, stage by stage: waiting for the worker, decoding the
+# message, the library's stages (ovseg_core.profiling.STAGES), converting and publishing.
+NODE_STAGES = ("queue", "decode") + STAGES + ("publish",)
 _LATENCY_WINDOW = 200
 @dataclass
 class Camera:
@@ -118,9 +151,21 @@ class Camera:
     arrivals: Deque[float] = field(default_factory=collections.deque)
     completions: Deque[float] = field(default_factory=collections.deque)
     latencies_ms: Deque[float] = field(default_factory=lambda: collections.deque(maxlen=_LATENCY_WINDOW))
+    # per stage (NODE_STAGES), the recent frames' milliseconds: where receive -> publish goes
+    stage_ms: Dict[str, Deque[float]] = field(default_factory=dict)
     subscription: object = None
     outputs: Dict[str, str] = field(default_factory=dict)    # kind -> topic
     publishers: Dict[str, object] = field(default_factory=dict)
+    # depth for the 3D outputs: its topic, the message_filters pairing, counts for diagnostics
+    depth_topic: str = ""
+    depth_filters: list = field(default_factory=list)        # message_filters Subscribers
+    segmented: object = None                               # message_filters input of results
+    depth_received: int = 0
+    depth_info_received: int = 0
+    depth_paired: int = 0
+    depth_errors: int = 0
+    reported_depth_errors: int = 0
+    label_info_version: int = -1
 
     def rate(self, times: Deque[float], now: float) -> float:
         while times and times[0] < now - _RATE_WINDOW_S:
@@ -202,6 +247,10 @@ class SegmentationNode(LifecycleNode):
                 out[f"inference.{key}"] = float(self.param(key))
         if self.param("precision") != "auto":
             out["precision"] = self.param("precision")
+        if self.param("runtime"):
+            out["runtime"] = self.param("runtime")
+        if self.param("onnx_dir"):
+            out["onnx.dir"] = self.param("onnx_dir")
         return out
 
     def _input_qos(self) -> QoSProfile:
@@ -228,6 +277,7 @@ class SegmentationNode(LifecycleNode):
             cache_dir = self.param("embedding_cache_dir")
             self.segmenter.text_encoder.disk_cache = Path(cache_dir).expanduser() if cache_dir else None
             self.cameras = self._make_cameras()
+            self._check_mapper_outputs()
             path = self.param("label_space")
             self._label_space = LabelSpaceFile.load(Path(path).expanduser()) if path else None
             vocab = CoreVocabulary.from_any(self.param("vocabulary"))
@@ -263,6 +313,7 @@ class SegmentationNode(LifecycleNode):
                     cam.publishers[kind] = self.create_publisher(msg_type, cam.outputs[kind], 10)
             if self.param("camera_info"):
                 cam.publishers["camera_info"] = self.create_publisher(CameraInfo, cam.outputs["camera_info"], 10)
+            self._create_mapper_publishers(cam, latched)
         self._activate_vocabulary(vocab, f"{source} in {time.monotonic() - started:.1f} s")
         self._encoder_running = True
         self._encoder = threading.Thread(target=self._encode_loop, name="ovseg-encoder", daemon=True)
@@ -290,16 +341,22 @@ class SegmentationNode(LifecycleNode):
         if len(transports) != len(topics) or set(transports) - {"raw", "compressed"}:
             raise ValueError(f"transport {transports} must be raw or compressed, one for all cameras "
                              f"or one per camera ({len(topics)})")
+        depths = [t for t in self.param("depth_topics")]
+        depths = [] if not any(depths) else depths
+        if depths and len(depths) != len(topics):
+            raise ValueError(f"depth_topics has {len(depths)} entries for {len(topics)} cameras; give one per "
+                             f"camera ('' for a camera without depth) or leave it empty")
+        depths = depths or [""] * len(topics)
         layout = self.param("output_layout")
         cameras = []
-        for name, topic, transport in zip(names, topics, transports):
+        for name, topic, transport, depth in zip(names, topics, transports, depths):
             # image_transport's convention: the compressed transport of BASE is BASE/compressed.
             compressed = transport == "compressed" or topic.rstrip("/").endswith("/compressed")
             if compressed and not topic.rstrip("/").endswith("/compressed"):
                 topic = topic.rstrip("/") + "/compressed"
             outputs = {kind: output_topic(kind, topic, name, layout)
-                       for kind in ("panoptic", "semantic", "semantic_info", "overlay", "camera_info")}
-            cameras.append(Camera(name, topic, compressed, outputs=outputs))
+                       for kind in ("panoptic", "semantic", "semantic_info", "overlay", "camera_info") + MAPPER_OUTPUTS}
+            cameras.append(Camera(name, topic, compressed, outputs=outputs, depth_topic=depth))
         return cameras
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -311,11 +368,12 @@ class SegmentationNode(LifecycleNode):
             msg_type = CompressedImage if cam.compressed else Image
             cam.subscription = self.create_subscription(
                 msg_type, cam.topic, lambda msg, cam=cam: self._on_image(cam, msg), qos)
-            if self.param("camera_info"):   # image_transport's convention: beside the image topic
+            if self.param("camera_info") or "mask" in cam.publishers:   # image_transport's convention
                 namespace = camera_namespace(cam.topic)
                 cam.info_subscription = self.create_subscription(
                     CameraInfo, f"{namespace}/camera_info" if namespace else "camera_info",
                     lambda msg, cam=cam: setattr(cam, "camera_info", msg), qos)
+            self._subscribe_depth(cam, qos)
         self._running = True
         self._worker = threading.Thread(target=self._work, name="ovseg-worker", daemon=True)
         self._worker.start()
@@ -354,10 +412,11 @@ class SegmentationNode(LifecycleNode):
         """Undo activate: the worker and the camera subscriptions."""
         self._stop_worker()
         for cam in self.cameras:
-            for sub in (cam.subscription, cam.info_subscription):
+            for sub in (cam.subscription, cam.info_subscription, *(f.sub for f in cam.depth_filters)):
                 if sub is not None:
                     self.destroy_subscription(sub)
             cam.subscription = cam.info_subscription = None
+            cam.depth_filters, cam.segmented = [], None
             cam.pending = None
 
     def _release(self):
@@ -593,11 +652,14 @@ class SegmentationNode(LifecycleNode):
         while self._running:
             frames = []
             for cam, msg, received in self._take():
+                taken = time.monotonic()
                 stamp = header_stamp_ns(msg.header)
                 if stamp < cam.last_stamp_ns:
                     self._time_jump(cam, stamp)
                 try:
-                    frames.append((cam, msg, received, to_rgb(msg)))
+                    image = to_rgb(msg)
+                    stages = {"queue": taken - received, "decode": time.monotonic() - taken}
+                    frames.append((cam, msg, received, image, stages))
                 except BadImage as e:
                     self._fail(cam, str(e))
                 except Exception as e:  # OpenCV on odd input (e.g. a 1-pixel Bayer image)
@@ -609,23 +671,29 @@ class SegmentationNode(LifecycleNode):
                 vocab, version, class_ids = self._vocabulary, self._version, self._class_ids
             try:
                 results = self.segmenter([f[3] for f in frames], vocab, vocabulary_version=version)
+                library = dict(getattr(self.segmenter, "last_timings", {}))   # per call, shared by its frames
             except Exception as e:  # e.g. CUDA out of memory on a huge frame: count, go on
                 for cam, *_ in frames:
                     self._fail(cam, f"segmentation failed: {type(e).__name__}: {e}")
                 continue
-            for (cam, msg, received, image), result in zip(frames, results):
+            for (cam, msg, received, image, stages), result in zip(frames, results):
+                publish_start = time.monotonic()
                 try:
                     self._publish(cam, msg.header, image, result, class_ids)
                 except Exception as e:  # e.g. the context shutting down mid-publish
                     self._fail(cam, f"publishing failed: {type(e).__name__}: {e}")
                     continue
                 done = time.monotonic()
+                stages.update(library, publish=done - publish_start)
                 with self._cond:
                     cam.last_done = done
                     cam.processed += 1
                     cam.last_stamp_ns = header_stamp_ns(msg.header)
                     cam.completions.append(done)
                     cam.latencies_ms.append((done - received) * 1000.0)
+                    for name, seconds in stages.items():
+                        cam.stage_ms.setdefault(name, collections.deque(maxlen=_LATENCY_WINDOW)).append(
+                            seconds * 1000.0)
 
     def _publish(self, cam: Camera, header, image: np.ndarray, result, class_ids=None):
         pubs = cam.publishers
@@ -649,6 +717,168 @@ class SegmentationNode(LifecycleNode):
         if "overlay" in pubs and pubs["overlay"].get_subscription_count() > 0:
             drawn = overlay(image, result, min_size=int(self.param("overlay_min_size")))
             pubs["overlay"].publish(rgb_image(drawn, header, TYPES))
+        self._publish_mapper_outputs(cam, header, image, result, class_ids)
+
+    # ---- outputs for 3D mappers ----------------------------------------------------
+    def _mapper_wanted(self) -> List[str]:
+        wanted = [kind for kind in MAPPER_OUTPUTS if kind not in ("mask", "mask/camera_info")
+                  and self.param("publish_" + kind)]
+        return wanted + (["mask"] if self._mask_classes() else [])
+
+    def _mask_classes(self) -> List[str]:
+        return [c for c in self.param("mask_classes") if c]
+
+    def _check_mapper_outputs(self):
+        """At configure: the outputs asked for can be served (or a clear reason why not)."""
+        wanted = self._mapper_wanted()
+        if self.param("instance_packing") not in INSTANCE_PACKINGS:
+            raise ValueError(f"instance_packing {self.param('instance_packing')!r}: choose "
+                             f"{' or '.join(INSTANCE_PACKINGS)}")
+        if int(self.param("points_stride")) < 1 or int(self.param("depth_queue")) < 1:
+            raise ValueError("points_stride and depth_queue must be at least 1")
+        needs_depth = sorted({"points", "objects"} & set(wanted))
+        if needs_depth and not any(c.depth_topic for c in self.cameras):
+            raise ValueError(f"{', '.join('publish_' + k for k in needs_depth)} need depth: set depth_topics "
+                             f"(per camera, a depth image registered to it)")
+        missing = missing_packages(wanted + (["depth"] if needs_depth else []))
+        if missing:
+            raise ValueError(f"the outputs {', '.join(wanted)} need the ROS packages {', '.join(missing)}, which "
+                             f"are not installed: install them with your ROS distribution (e.g. apt install "
+                             f"ros-$ROS_DISTRO-vision-msgs ros-$ROS_DISTRO-message-filters) or turn those outputs off")
+
+    def _create_mapper_publishers(self, cam: Camera, latched: QoSProfile):
+        wanted = self._mapper_wanted()
+        if not wanted:
+            return
+        from sensor_msgs.msg import PointCloud2
+        types = {"points": PointCloud2, "semantic_color": Image, "instance": Image, "mask": Image}
+        if {"objects", "detections", "label_info"} & set(wanted):
+            from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
+            types.update(objects=Detection3DArray, detections=Detection2DArray, label_info=LabelInfo)
+        for kind in wanted:
+            if kind in ("points", "objects") and not cam.depth_topic:
+                continue
+            cam.publishers[kind] = self.create_publisher(types[kind], cam.outputs[kind],
+                                                         latched if kind == "label_info" else 10)
+        if "mask" in wanted:
+            cam.publishers["mask/camera_info"] = self.create_publisher(CameraInfo, cam.outputs["mask/camera_info"], 10)
+
+    def _subscribe_depth(self, cam: Camera, qos):
+        """Depth and its camera_info, paired with each result by stamp (ApproximateTime):
+        a result waits in the synchronizer's queue for depth arriving after it, a depth
+        image for a result arriving after it; the unpaired age out."""
+        if not cam.depth_topic or not {"points", "objects"} & set(cam.publishers):
+            return
+        import message_filters
+        namespace = camera_namespace(cam.depth_topic)
+        depth = message_filters.Subscriber(self, Image, cam.depth_topic, qos_profile=qos)
+        info = message_filters.Subscriber(self, CameraInfo, f"{namespace}/camera_info" if namespace else "camera_info",
+                                          qos_profile=qos)
+        depth.registerCallback(lambda _msg, cam=cam: self._count(cam, "depth_received"))
+        info.registerCallback(lambda _msg, cam=cam: self._count(cam, "depth_info_received"))
+        cam.segmented = message_filters.SimpleFilter()
+        sync = message_filters.ApproximateTimeSynchronizer(
+            [cam.segmented, depth, info], int(self.param("depth_queue")), float(self.param("depth_slop")))
+        sync.registerCallback(lambda frame, depth_msg, info_msg, cam=cam: self._on_depth(cam, frame, depth_msg, info_msg))
+        cam.depth_filters = [depth, info]
+
+    def _count(self, cam: Camera, counter: str):
+        with self._cond:
+            setattr(cam, counter, getattr(cam, counter) + 1)
+
+    def _publish_mapper_outputs(self, cam: Camera, header, image: np.ndarray, result, class_ids=None):
+        pubs = cam.publishers
+        if not set(pubs) & set(MAPPER_OUTPUTS) and cam.segmented is None:
+            return
+        space = self._label_space if class_ids is not None else None
+        void = space.void_id if space is not None else semantic_void(len(result.class_names))
+        labels = semantic_labels(result, class_ids if space is not None else None, void)
+        if "detections" in pubs:
+            pubs["detections"].publish(detections_2d(result, header))
+        if "label_info" in pubs and cam.label_info_version != result.vocabulary_version:
+            if space is not None:
+                entries = [*zip(space.names, space.ids), ("unknown", space.unknown_id)]
+            else:
+                entries = list(zip(result.class_names, range(len(result.class_names))))
+            entries += [("void", void)] if void not in [i for _, i in entries] else []
+            threshold = self.segmenter.config.inference.object_mask_threshold if self.segmenter else 0.0
+            pubs["label_info"].publish(label_info([n for n, _ in entries], [i for _, i in entries], header, threshold))
+            cam.label_info_version = result.vocabulary_version
+        if "semantic_color" in pubs:
+            if space is not None:
+                colors = dict(zip(space.ids, space.colors))
+            else:
+                colors = dict(enumerate(palette(len(result.class_names)).tolist()))
+            pubs["semantic_color"].publish(typed_image(label_colors(labels, colors), "rgb8", header, TYPES))
+        instances = instance_numbers(result) if "instance" in pubs or cam.segmented is not None else None
+        if "instance" in pubs:
+            packed = pack_instances(labels, instances, self.param("instance_packing"))
+            pubs["instance"].publish(typed_image(packed, "32SC1", header, TYPES))
+        if "mask" in pubs:
+            with self._vocab_lock:
+                vocab = self._vocabulary if self._version == result.vocabulary_version else None
+            synonyms = [c.synonyms for c in vocab.classes] if vocab else [()] * len(result.class_names)
+            mask = class_mask(result, self._mask_classes(), synonyms)
+            pubs["mask"].publish(typed_image(mask, "mono8", header, TYPES))
+            if cam.camera_info is not None:
+                cam.camera_info.header = header
+                pubs["mask/camera_info"].publish(cam.camera_info)
+        if cam.segmented is not None:
+            cam.segmented.signalMessage(SegmentedFrame(header, result, image, labels, instances))
+
+    def _on_depth(self, cam: Camera, frame: "SegmentedFrame", depth_msg, info):
+        """A result paired with its depth: the labeled cloud and the 3D objects. Runs inside
+        message_filters' synchronizer (its lock held): it must never raise."""
+        try:
+            from ovseg_core.geometry import PinholeCamera, backproject, depth_in_meters, objects_3d
+            depth = depth_in_meters(depth_array(depth_msg), depth_msg.encoding)
+            if depth.shape != frame.labels.shape:
+                raise ValueError(f"depth is {depth.shape[1]}x{depth.shape[0]} but the image is "
+                                 f"{frame.labels.shape[1]}x{frame.labels.shape[0]}; publish depth registered to "
+                                 f"the colour camera at its resolution (resizing would mix labels)")
+            if not np.isfinite(depth).any():
+                raise ValueError("the depth image has no valid pixel (all zero or NaN)")
+            camera = PinholeCamera.from_camera_info(info.width, info.height, list(info.k), list(info.d),
+                                                    info.distortion_model)
+            if (camera.height, camera.width) != depth.shape:
+                raise ValueError(f"the depth camera_info is {camera.width}x{camera.height} but the depth image "
+                                 f"{depth.shape[1]}x{depth.shape[0]}; they must describe the same image")
+            result, stride, pubs = frame.result, int(self.param("points_stride")), cam.publishers
+            if "points" in pubs:
+                points = backproject(depth, camera, frame.image, frame.labels, frame.instances, result.segment_map,
+                                     stride=stride, organized=bool(self.param("points_organized")))
+                pubs["points"].publish(point_cloud(points, frame.header))
+            if "objects" in pubs:
+                things = [s for s in result.segments if s.is_thing]
+                objects = objects_3d(depth, camera, result.segment_map, [s.id for s in things],
+                                     [s.class_index for s in things], stride=stride,
+                                     bboxes=[s.bbox for s in things])
+                pubs["objects"].publish(detections_3d(result, objects, frame.header))
+            self._count(cam, "depth_paired")
+        except (BadImage, ValueError) as e:
+            self._depth_fail(cam, str(e))
+        except Exception as e:  # noqa: BLE001 - raising here would leave the synchronizer locked
+            self._depth_fail(cam, f"3D outputs failed: {type(e).__name__}: {e}")
+
+    def _depth_fail(self, cam: Camera, text: str):
+        with self._cond:
+            cam.depth_errors += 1
+            cam.last_error = f"depth: {text}"
+        self.get_logger().warning(f"{cam.depth_topic}: {text}; no 3D outputs for this frame",
+                                  throttle_duration_sec=5.0)
+
+    def _depth_problems(self, cam: Camera) -> List[str]:
+        """What /diagnostics says about a camera's depth (called with self._cond held)."""
+        problems = []
+        if cam.depth_errors > cam.reported_depth_errors:
+            problems.append(f"depth refused {cam.depth_errors - cam.reported_depth_errors} time(s) since the "
+                            f"last report: {cam.last_error}")
+            cam.reported_depth_errors = cam.depth_errors
+        if cam.depth_received and not cam.depth_info_received:
+            namespace = camera_namespace(cam.depth_topic)
+            problems.append(f"depth arrives on {cam.depth_topic} but no camera_info on {namespace}/camera_info: "
+                            f"no 3D outputs")
+        return problems
 
     # ---- status -----------------------------------------------------------------
     def _publish_status(self):
@@ -657,13 +887,16 @@ class SegmentationNode(LifecycleNode):
         with self._cond:
             for cam in self.cameras:
                 lat = np.percentile(cam.latencies_ms, [50, 90, 99]) if cam.latencies_ms else [0.0] * 3
+                names = [n for n in NODE_STAGES if n in cam.stage_ms] + sorted(set(cam.stage_ms) - set(NODE_STAGES))
+                stage = [np.percentile(cam.stage_ms[n], [50, 95]) for n in names]
                 cams.append(CameraStatus(
                     camera=cam.topic, input_hz=cam.rate(cam.arrivals, now),
                     processed_hz=cam.rate(cam.completions, now), received=cam.received,
                     processed=cam.processed, dropped=cam.dropped, errors=cam.errors,
                     latency_p50_ms=float(lat[0]), latency_p90_ms=float(lat[1]),
                     latency_p99_ms=float(lat[2]), time_jumps=cam.time_jumps,
-                    last_error=cam.last_error))
+                    last_error=cam.last_error, stage_names=names,
+                    stage_p50_ms=[float(p[0]) for p in stage], stage_p95_ms=[float(p[1]) for p in stage]))
         vocab, encoding = self._vocabulary, self._encoding or self._next_request
         self._status_pub.publish(Status(
             header=Header(stamp=self.get_clock().now().to_msg()), state=self._state,
@@ -693,6 +926,10 @@ class SegmentationNode(LifecycleNode):
                 if waiting and now - cam.last_done > stall:
                     level = warn
                     problems.append(f"stalled: frames waiting, no result for {now - cam.last_done:.0f} s")
+                if cam.segmented is not None:
+                    depth_problems = self._depth_problems(cam)
+                    level = warn if depth_problems else level
+                    problems += depth_problems
                 if cam.time_jumps > cam.reported_jumps:
                     level = warn
                     problems.append(f"time jump: stamps went backwards ({cam.time_jumps - cam.reported_jumps}"
@@ -703,12 +940,28 @@ class SegmentationNode(LifecycleNode):
                           "errors": st.errors, "time_jumps": st.time_jumps,
                           "latency_p50_ms": f"{st.latency_p50_ms:.1f}",
                           "latency_p99_ms": f"{st.latency_p99_ms:.1f}", "last_error": st.last_error}
+                for stage, p50, p95 in zip(st.stage_names, st.stage_p50_ms, st.stage_p95_ms):
+                    values.update({f"{stage}_p50_ms": f"{p50:.1f}", f"{stage}_p95_ms": f"{p95:.1f}"})
+                if cam.segmented is not None:
+                    values.update(depth_received=cam.depth_received, depth_camera_info=cam.depth_info_received,
+                                  depth_paired=cam.depth_paired, depth_errors=cam.depth_errors)
                 statuses.append(DiagnosticStatus(
                     level=level, name=f"{name}: {cam.topic}", hardware_id=cam.topic,
                     message="; ".join(problems) or "ok",
                     values=[KeyValue(key=k, value=str(v)) for k, v in values.items()]))
         self._diagnostics_pub.publish(DiagnosticArray(
             header=Header(stamp=self.get_clock().now().to_msg()), status=statuses))
+
+
+@dataclass
+class SegmentedFrame:
+    """A result waiting in the depth synchronizer (message_filters reads ``header``)."""
+
+    header: object
+    result: object
+    image: np.ndarray
+    labels: np.ndarray
+    instances: np.ndarray
 
 
 def _check_synonyms(vocab: CoreVocabulary):

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "ovseg_core.cli", "--help"], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout
-    assert all(name in out for name in ("segment", "train", "evaluate", "params"))
+    assert all(name in out for name in ("segment", "train", "evaluate", "params", "labelspace"))
 
 
 def test_train_reaches_the_trainer_and_names_a_bad_recipe(tmp_path, capsys):

@@ -284,3 +284,13 @@ def test_open_clip_export_merges_a_lora(clip):
         assert torch.allclose(clip2.encode_image(images), enc(images)["image"], atol=1e-4)
     with pytest.raises(ValueError, match="LoRA"):
         enc.load_open_clip_state_dict(plain)
+
+
+@pytest.mark.parametrize("size, out", [((32, 32), (8, 8)), ((48, 64), (6, 8)), ((30, 17), (8, 8)), ((8, 8), (8, 8))])
+def test_max_pool_to_is_adaptive_max_pooling(size, out):
+    """The exportable pooling (a plain max-pool where the size divides) keeps the windows."""
+    import torch.nn.functional as F
+
+    from ovseg_core.modeling.clip_encoder import max_pool_to
+    x = torch.randn(3, 1, *size)
+    assert torch.equal(max_pool_to(x, out), F.adaptive_max_pool2d(x, out))

@@ -118,8 +118,11 @@ def _node_parameters() -> set:
 
 def _launch_arguments() -> set:
     tree = _tree(ROOT / "launch" / "ovseg.launch.py")
+    (mapper,) = [n.value for n in tree.body if isinstance(n, ast.Assign)
+                 and getattr(n.targets[0], "id", None) == "MAPPER_ARGUMENTS"]
     return {n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call)
-            and getattr(n.func, "id", getattr(n.func, "attr", None)) == "DeclareLaunchArgument"}
+            and getattr(n.func, "id", getattr(n.func, "attr", None)) == "DeclareLaunchArgument"
+            and isinstance(n.args[0], ast.Constant)} | set(ast.literal_eval(mapper))
 
 
 def _node_topics() -> set:
@@ -135,7 +138,10 @@ def _node_topics() -> set:
     source = (ROOT / "ovseg_ros" / "node.py").read_text()
     kinds = re.search(r"for kind in \(([^)]*)\)", source).group(1)
     names |= {f"~/NAME/{k}" for k in ast.literal_eval(f"({kinds})")}
-    return names
+    mapping = _tree(ROOT / "ovseg_ros" / "mapping.py")
+    (mapper_outputs,) = [n.value for n in mapping.body if isinstance(n, ast.Assign)
+                         and getattr(n.targets[0], "id", None) == "MAPPER_OUTPUTS"]
+    return names | {f"~/NAME/{k}" for k in ast.literal_eval(mapper_outputs)}
 
 
 def _table_names(text: str) -> set:

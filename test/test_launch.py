@@ -184,7 +184,7 @@ def test_respawn_brings_a_killed_node_back(session, tmp_path):
 
 @pytest.mark.parametrize("argument, says", [
     ({"preset": "no_such_preset"}, "unknown preset 'no_such_preset'"),
-    ({"cameras": "{front: 1}"}, "must be a topic or a YAML list of topics"),
+    ({"cameras": "{front: 1}"}, "must be a name or a YAML list of names"),
     ({"config": "/nonexistent/params.yaml"}, "no such parameter file"),
 ], ids=["unknown-preset", "cameras-not-a-list", "missing-config"])
 def test_a_bad_argument_fails_at_launch_with_one_line(tmp_path, argument, says):

@@ -20,9 +20,15 @@ def _constant(tree, name):
     return ast.literal_eval(node.value)
 
 
+def _declared(tree) -> set:
+    """Arguments declared by name, plus those declared in a loop over MAPPER_ARGUMENTS."""
+    named = {c.args[0].value for c in _calls(tree, "DeclareLaunchArgument") if isinstance(c.args[0], ast.Constant)}
+    return named | set(_constant(tree, "MAPPER_ARGUMENTS"))
+
+
 def test_launch_file_declares_the_arguments_and_starts_the_installed_node():
     tree = ast.parse(LAUNCH.read_text())
-    declared = {c.args[0].value for c in _calls(tree, "DeclareLaunchArgument")}
+    declared = _declared(tree)
     assert {"config", "namespace", "cameras", "device", "use_sim_time", "autostart", "log_level",
             "vocabulary", "weights", "respawn", "dds_profile"} <= declared
     (node,) = _calls(tree, "Node")
@@ -39,7 +45,7 @@ def test_every_parameter_argument_is_declared_by_the_node_and_in_the_launch_file
     import re
     tree = ast.parse(LAUNCH.read_text())
     arguments = _constant(tree, "PARAMETER_ARGUMENTS")
-    declared = {c.args[0].value for c in _calls(tree, "DeclareLaunchArgument")}
+    declared = _declared(tree)
     assert set(arguments) <= declared
     assert set(_constant(tree, "BOOL_ARGUMENTS")) | set(_constant(tree, "LIST_ARGUMENTS")) <= set(arguments)
     # The node's parameter names, read from node.py's PARAMETERS table (no rclpy needed).

@@ -220,3 +220,165 @@ def test_split_components_lets_the_merge_name_each_part():
     seg_map, segments = merge(probs((CAT, 0.9), (DOG, 0.9)), out.masks[0], overlap_threshold=0.5)
     assert [s.class_name for s in segments] == ["cat", "dog"]
     assert [s.area for s in segments] == [16, 9]
+
+
+# --- postprocess (banded, at the proposals' resolution) against the reference -------------
+# ``reference_postprocess`` is the post-processing as it was (every proposal resized to the
+# image, then the merge and the semantic map above); ``postprocess`` must give the same
+# segment map, segments and semantic map bit for bit. ``max_bytes=1`` forces its banded
+# path even on these small images, and a reference that raises proves it was taken. One
+# torch thread and image widths that are multiples of 64 keep the reference's own sigmoid
+# on torch's vector path everywhere (its scalar tail can differ by an ulp, which would make
+# the reference itself depend on the thread count at exact ties).
+
+from unittest import mock  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import ovseg_core.postprocess as pp  # noqa: E402
+from ovseg_core.resize import crop_resize  # noqa: E402
+
+REFERENCE = pp.reference_postprocess
+
+
+class one_thread:
+    def __enter__(self):
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.threads)
+
+
+def blob_logits(rng, q, h, w, step=None, max_radius=None):
+    """[q, h, w] logits of round blobs (k * (1 - distance / radius)); ``step`` rounds them,
+    so that different queries tie exactly."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = []
+    for _ in range(q):
+        cy, cx = rng.uniform(-1, h), rng.uniform(-1, w)
+        radius = rng.uniform(1.0, max_radius or max(h, w) / 2)
+        k = rng.choice([1.0, 4.0, 8.0, 30.0])
+        out.append(k * (1 - np.hypot(yy - cy, xx - cx) / radius))
+    logits = np.stack(out).astype(np.float32)
+    if step:
+        logits = np.round(logits / step) * step
+    return torch.from_numpy(logits)
+
+
+def class_probs(rng, q, k, tie_scores=False):
+    """[q, k + 1] rows: a peak on a random class (or void), its height from a small set when
+    ``tie_scores`` (so scores tie), the rest spread evenly."""
+    heights = [0.5, 0.85, 0.9, 0.95] if tie_scores else None
+    out = np.zeros((q, k + 1), np.float32)
+    for i in range(q):
+        label = rng.integers(0, k + 1)
+        top = rng.choice(heights) if heights else rng.uniform(0.3, 1.0)
+        out[i] = (1 - top) / k
+        out[i, label] = top
+    return torch.from_numpy(out)
+
+
+def both(probs, logits, valid, size, k, band, **kw):
+    names, is_thing = [f"c{i}" for i in range(k)], [i % 2 == 0 for i in range(k)]
+    expected = REFERENCE(probs, logits, valid, size, names, is_thing, **kw)
+    with mock.patch.object(pp, "reference_postprocess", side_effect=AssertionError("took the reference path")):
+        got = pp.postprocess(probs, logits, valid, size, names, is_thing, max_bytes=1, band=band, **kw)
+    return expected, got
+
+
+def assert_same(expected, got):
+    np.testing.assert_array_equal(got[0], expected[0])
+    assert got[1] == expected[1]
+    np.testing.assert_array_equal(got[2], expected[2])
+    assert got[0].dtype == got[2].dtype == np.int32
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), q=st.integers(4, 10), h=st.integers(3, 20), w=st.integers(3, 40),
+       height=st.integers(1, 70), width=st.sampled_from([64, 128, 192]), k=st.integers(1, 5),
+       valid=st.sampled_from([(1.0, 1.0), (0.75, 1.0), (1.0, 0.6), (0.55, 0.8)]),
+       band=st.integers(1, 70), step=st.sampled_from([None, None, 0.5, 2.0]), tie_scores=st.booleans(),
+       duplicates=st.integers(0, 3), thresholds=st.sampled_from([(0.8, 0.8), (0.3, 0.8), (0.5, 0.0), (0.0, 1.0)]))
+def test_postprocess_equals_reference(seed, q, h, w, height, width, k, valid, band, step, tie_scores, duplicates,
+                                      thresholds):
+    """Random blobs, ties of scores and of logits, repeated queries (the first must win),
+    padded frames, every band width: bit-identical to the reference."""
+    if height + width <= 128:
+        height = 129 - width
+    rng = np.random.default_rng(seed)
+    logits, probs = blob_logits(rng, q, h, w, step), class_probs(rng, q, k, tie_scores)
+    for _ in range(duplicates):
+        src, dst = sorted(rng.choice(q, 2, replace=False))
+        logits[dst], probs[dst] = logits[src], probs[src]
+    with one_thread():
+        expected, got = both(probs, logits, valid, (height, width), k, band,
+                             object_mask_threshold=thresholds[0], overlap_threshold=thresholds[1])
+    assert_same(expected, got)
+
+
+def overlap_ratios(probs, logits, size, object_mask_threshold):
+    """Each kept query's won / own-mask area, computed as panoptic_merge does."""
+    scores, labels = probs.max(-1)
+    keep = (labels != probs.shape[1] - 1) & (scores > object_mask_threshold)
+    masks = crop_resize(logits, (1.0, 1.0), size)[keep].sigmoid()
+    winner = (scores[keep][:, None, None] * masks).argmax(0)
+    won = torch.bincount(winner.flatten(), minlength=len(masks))
+    own = (masks >= 0.5).flatten(1).sum(1)
+    return [a / b for a, b in zip(won.tolist(), own.tolist()) if b]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_postprocess_equals_reference_at_the_overlap_threshold(seed):
+    """A query whose won / own area is exactly the threshold is kept, one ulp above is not:
+    the banded areas must be the reference's to the pixel."""
+    rng = np.random.default_rng(seed)
+    k, size = 3, (40, 128)
+    logits, probs = blob_logits(rng, 8, 10, 32), class_probs(rng, 8, k)
+    ratios = sorted({r for r in overlap_ratios(probs, logits, size, 0.3) if 0 < r < 1})
+    assert ratios, "the blobs should overlap"
+    with one_thread():
+        for ratio in ratios:
+            for threshold in (ratio, float(np.nextafter(ratio, 2.0))):
+                expected, got = both(probs, logits, (1.0, 1.0), size, k, band=13,
+                                     object_mask_threshold=0.3, overlap_threshold=threshold)
+                assert_same(expected, got)
+
+
+def test_postprocess_equals_reference_at_camera_size_across_threads():
+    """A 480x640 frame from 120x160 proposals, in the threads torch has: the path the node
+    takes, with torch's default thread count."""
+    rng = np.random.default_rng(7)
+    logits, probs = blob_logits(rng, 30, 120, 160, max_radius=25), class_probs(rng, 30, 6)
+    expected, got = both(probs, logits, (1.0, 1.0), (480, 640), 6, band=64, object_mask_threshold=0.5)
+    assert_same(expected, got)
+    assert len(got[1]) > 3
+
+
+def test_postprocess_falls_back_to_the_reference_for_non_finite_logits():
+    logits = torch.zeros(5, 10, 20)
+    logits[1, 2, 3] = float("nan")
+    probs = torch.full((5, 3), 1 / 3)
+    with mock.patch.object(pp, "reference_postprocess", wraps=REFERENCE) as ref:
+        pp.postprocess(probs, logits, (1.0, 1.0), (40, 200), ["a", "b"], [True, False], max_bytes=1)
+    assert ref.call_count == 1
+
+
+def test_postprocess_equals_reference_on_the_pipelines_proposals(tiny_segmenter):
+    """The tiny preset's own proposals for two cameras of different sizes in one batch (so
+    each is a padded part of the frame), at overlap threshold 0 so that many queries survive."""
+    from ovseg_core.segmenter import class_probabilities, image_to_tensor
+    rng = np.random.default_rng(0)
+    images = [image_to_tensor(rng.integers(0, 255, shape, dtype=np.uint8), "cpu")
+              for shape in ((90, 130, 3), (140, 200, 3))]
+    with torch.no_grad():
+        vocab, proposals, valid, logits = tiny_segmenter._logits(tiny_segmenter.layout(images),
+                                                                 "car; road [stuff]; person; sky [stuff]", None)
+    probs = class_probabilities(logits, proposals.objectness, len(vocab))
+    assert valid[0] != (1.0, 1.0), "the smaller camera is padded"
+    for p, m, v, im in zip(probs, proposals.masks, valid, images):
+        for threshold in (0.0, 0.8):
+            expected, got = both(p, m, v, im.shape[-2:], len(vocab), band=17, object_mask_threshold=0.0,
+                                 overlap_threshold=threshold)
+            assert_same(expected, got)

@@ -178,6 +178,38 @@ def _expect(probe, node, base, state):
         raise AssertionError(f"{e}\nexpected {(pubs, subs, srvs)}\ngot {_graph(probe)}") from None
 
 
+def test_status_and_diagnostics_break_each_cameras_latency_into_stages(tmp_path):
+    """~/status and /diagnostics give p50 / p95 per stage (queue, decode, the library's
+    stages, publish) so that a slow node can be traced to a stage."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    node, probe = start(tmp_path)
+    try:
+        probe.subscribe(DiagnosticArray, "/diagnostics")
+        wait_state(probe, node, "active")
+        time.sleep(0.5)
+        for stamp in (1, 2, 3):
+            answered(probe, node, stamp)
+        probe.wait_for(lambda: statuses(probe)[-1].cameras[0].processed == 3, node=node, what="three results")
+        cam = statuses(probe)[-1].cameras[0]
+        assert list(cam.stage_names) == ["queue", "decode", "preprocess", "vocabulary", "proposals", "classifier",
+                                         "merge", "publish"]
+        assert len(cam.stage_p50_ms) == len(cam.stage_p95_ms) == len(cam.stage_names)
+        assert all(0 <= p50 <= p95 for p50, p95 in zip(cam.stage_p50_ms, cam.stage_p95_ms))
+        stage = dict(zip(cam.stage_names, cam.stage_p50_ms))
+        assert stage["proposals"] > 0 and stage["classifier"] > 0 and stage["merge"] > 0
+        # the stages are parts of receive -> publish
+        assert sum(stage.values()) <= cam.latency_p99_ms + 1.0
+
+        def keys():
+            return {kv.key for array in probe.messages("/diagnostics") for s in array.status
+                    if s.hardware_id == CAMERA for kv in s.values}
+        probe.wait_for(lambda: {"queue_p50_ms", "proposals_p95_ms", "merge_p50_ms", "publish_p95_ms"} <= keys(),
+                       node=node, what="per-stage latency in /diagnostics")
+    finally:
+        probe.close()
+        node.stop()
+
+
 def test_every_lifecycle_path_leaves_exactly_the_entities_of_its_target_state(tmp_path):
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState

@@ -71,6 +71,17 @@ class SplitAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
 
 
+def max_pool_to(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Adaptive max-pooling of [N, C, h, w] to ``size``. When the size divides (h, w) it
+    is a plain max-pool with the same windows, which ONNX can express (its exporter has
+    no adaptive max-pool for inputs of unknown size)."""
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    if h % size[0] == 0 and w % size[1] == 0:
+        kernel = (h // size[0], w // size[1])
+        return x if kernel == (1, 1) else F.max_pool2d(x, kernel, kernel)
+    return F.adaptive_max_pool2d(x, size)
+
+
 def merged_linear(linear: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of a Linear, or of a peft LoRA Linear with its update merged in."""
     base = getattr(linear, "base_layer", linear)
@@ -191,7 +202,9 @@ class MaskCLIPEncoder(nn.Module):
 
     # ---- forward ---------------------------------------------------------------------
     def grid(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
-        return image_size[0] // self.patch_size, image_size[1] // self.patch_size
+        # Python ints even while tracing: an ONNX export is for one input size, and pooling
+        # to the grid needs a constant output size (ovseg_core/export).
+        return int(image_size[0]) // self.patch_size, int(image_size[1]) // self.patch_size
 
     def position_embedding(self, grid: Tuple[int, int]) -> torch.Tensor:
         """CLIP's position embeddings bilinearly resized to ``grid``.
@@ -267,9 +280,9 @@ class MaskCLIPEncoder(nn.Module):
         b, q = masks.shape[:2]
         grid = self.grid(image_size)
         if adapted is not None:
-            pooled = F.adaptive_max_pool2d(adapted.flatten(0, 1)[:, None], grid)
+            pooled = max_pool_to(adapted.flatten(0, 1)[:, None], grid)
         else:
-            pooled = self._per_mask(masks, lambda c: F.adaptive_max_pool2d(self._adapt(c, grid), grid), grid)
+            pooled = self._per_mask(masks, lambda c: max_pool_to(self._adapt(c, grid), grid), grid)
         pooled = pooled.reshape(b, q, grid[0] * grid[1])
         allowed = torch.cat([pooled.new_ones(b, q, 1, dtype=torch.bool), pooled >= 0], dim=2)
         bias = torch.zeros_like(allowed, dtype=torch.float32).masked_fill(~allowed, float("-inf"))
@@ -294,7 +307,7 @@ class MaskCLIPEncoder(nn.Module):
         return adapted.reshape(*masks.shape[:2], *adapted.shape[-2:])
 
     def _working_size(self, masks: torch.Tensor, grid: Tuple[int, int]) -> Tuple[int, int]:
-        return min(masks.shape[-2], 4 * grid[0]), min(masks.shape[-1], 4 * grid[1])
+        return min(int(masks.shape[-2]), 4 * grid[0]), min(int(masks.shape[-1]), 4 * grid[1])
 
     def _adapt(self, logits: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
         """[N, 1, h, w] logits -> the adapter's output (the logits unchanged without one).
@@ -306,7 +319,7 @@ class MaskCLIPEncoder(nn.Module):
             return logits
         fine = self._working_size(logits, grid)
         if fine != tuple(logits.shape[-2:]):
-            logits = F.adaptive_max_pool2d(logits, fine)
+            logits = max_pool_to(logits, fine)
         return self.distribution_adapter(logits)
 
     def _per_mask(self, masks: torch.Tensor, fn, empty_size: Tuple[int, int]) -> torch.Tensor:
@@ -317,8 +330,11 @@ class MaskCLIPEncoder(nn.Module):
         # On the CPU, chunks of ~2M adapter activations (8 channels) stay in cache: 4 masks
         # at 256 x 256 (3x faster than all 100 at once), all of them at 32 x 32 (where
         # small chunks were 7x slower); same numbers. A GPU takes them all at once.
-        chunk = len(logits) if logits.device.type != "cpu" else \
+        # An ONNX export (tracing) takes them all at once too: chunk sizes would freeze the number of masks.
+        chunk = len(logits) if logits.device.type != "cpu" or torch.jit.is_tracing() else \
             self.bias_chunk or max(1, (1 << 21) // (8 * logits.shape[-2] * logits.shape[-1]))
+        if chunk >= len(logits):
+            return fn(logits)
         return torch.cat([fn(c) for c in logits.split(chunk)])
 
     def forward(self, images: torch.Tensor, masks: Optional[torch.Tensor] = None,

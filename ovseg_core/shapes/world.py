@@ -548,16 +548,25 @@ def repaint_for_training(rng: np.random.Generator, image: np.ndarray, mask: np.n
     return image, name
 
 
+def pan_world(seed: int, size: int = 128, world_width: Optional[int] = None,
+              num_things: Tuple[int, int] = (6, 12)) -> Scene:
+    """The wide scene that :func:`camera_pan` crops its frames from."""
+    return generate_scene(seed, size=(size, world_width or size * 4), num_things=num_things, num_stuff=(2, 3))
+
+
+def pan_offsets(num_frames: int, size: int, world_width: int) -> List[int]:
+    """The left column of each frame of a pan across a scene ``world_width`` wide."""
+    step = (world_width - size) / max(1, num_frames - 1)
+    return [int(round(i * step)) for i in range(num_frames)]
+
+
 def camera_pan(seed: int, num_frames: int, size: int = 128, world_width: Optional[int] = None,
                num_things: Tuple[int, int] = (6, 12)) -> List[Scene]:
     """Frames of a camera panning left to right across one wide scene, as a robot's
     camera stream would show them; each frame carries its cropped ground truth."""
-    world_width = world_width or size * 4
-    wide = generate_scene(seed, size=(size, world_width), num_things=num_things, num_stuff=(2, 3))
-    step = (world_width - size) / max(1, num_frames - 1)
+    wide = pan_world(seed, size, world_width, num_things)
     frames = []
-    for i in range(num_frames):
-        x0 = int(round(i * step))
+    for x0 in pan_offsets(num_frames, size, wide.image.shape[1]):
         seg = wide.segment_map[:, x0:x0 + size]
         present = set(np.unique(seg).tolist())
         segments = []
@@ -570,3 +579,89 @@ def camera_pan(seed: int, num_frames: int, size: int = 128, world_width: Optiona
         frames.append(Scene(image=np.ascontiguousarray(wide.image[:, x0:x0 + size]), segment_map=seg.copy(),
                             segments=segments, caption=wide.caption, seed=seed, classes=wide.classes))
     return frames
+
+
+# ------------------------------------------------------------------------------- depth
+
+@dataclass(frozen=True)
+class SurfaceTruth:
+    """What one segment of a rendered depth image truly is: a fronto-parallel plane at
+    ``depth`` (metres); ``centroid`` is the mean 3D point of its visible pixels (camera
+    optical frame), ``num_pixels`` how many there are."""
+
+    segment_id: int
+    class_name: str
+    isthing: bool
+    depth: float
+    centroid: np.ndarray
+    num_pixels: int
+
+
+def render_depth(scene: Scene, camera=None, stuff_depth: Tuple[float, float] = (6.0, 12.0),
+                 thing_depth: Tuple[float, float] = (1.0, 5.0), seed: Optional[int] = None, hfov_deg: float = 60.0,
+                 holes: float = 0.0, outliers: float = 0.0, mixed_borders: bool = False):
+    """A depth image registered to ``scene.image``: ``(depth_m, camera, truth)``.
+
+    Every stuff segment is a fronto-parallel plane at its own distance in ``stuff_depth``
+    and every thing one in front of it in ``thing_depth``, things drawn later (on top in the
+    image) nearer, so the depth agrees with the occlusions. ``camera`` (a
+    :class:`~ovseg_core.geometry.PinholeCamera` of the scene's size; default: no distortion,
+    ``hfov_deg`` wide, principal point at the centre) only sets the truth's 3D centroids: a
+    fronto-parallel plane has the same depth along every ray. ``truth`` maps segment id ->
+    :class:`SurfaceTruth`, computed before any corruption.
+
+    Sensor faults for tests (all off by default): ``holes`` (share of pixels with no depth:
+    NaN, 0 once encoded as 16UC1), ``outliers`` (share of pixels at a random depth
+    0.2-30 m) and ``mixed_borders`` (each segment's border pixels take a depth between
+    theirs and their neighbour's, as flying pixels do).
+
+    The draws come from their own generator (``seed``, default the scene's seed), never
+    the scene's: the scene and everything made from it stay bit for bit what they were."""
+    from ..geometry import PinholeCamera
+    h, w = scene.segment_map.shape
+    if camera is None:
+        f = (w / 2) / np.tan(np.radians(hfov_deg) / 2)
+        camera = PinholeCamera(w, h, f, f, (w - 1) / 2, (h - 1) / 2)
+    if (camera.height, camera.width) != (h, w):
+        raise ValueError(f"camera is {camera.width}x{camera.height} but the scene is {w}x{h}; give a camera "
+                         f"of the scene's size")
+    for name, (lo, hi) in (("stuff_depth", stuff_depth), ("thing_depth", thing_depth)):
+        if not 0 < lo <= hi:
+            raise ValueError(f"{name} is a (near, far) range in metres with 0 < near <= far; got {(lo, hi)}")
+    for name, share in (("holes", holes), ("outliers", outliers)):
+        if not 0 <= share <= 1:
+            raise ValueError(f"{name} is a share of pixels in [0, 1]; got {share}")
+    rng = np.random.default_rng([0 if seed is None and scene.seed is None else (scene.seed if seed is None else seed),
+                                 0x0DE97])
+    things = sorted(s["id"] for s in scene.segments if s["isthing"])
+    plane = {s["id"]: float(rng.uniform(*stuff_depth)) for s in scene.segments if not s["isthing"]}
+    plane.update(zip(things, np.sort(rng.uniform(*thing_depth, len(things)))[::-1].tolist()))
+    lut = np.full(int(scene.segment_map.max()) + 1, np.nan, np.float32)
+    for sid, z in plane.items():
+        lut[sid] = z
+    depth = lut[scene.segment_map]
+
+    rays = camera.rays(1).reshape(-1, 2).astype(np.float64)
+    flat = scene.segment_map.reshape(-1)
+    count = np.bincount(flat, minlength=lut.size)
+    sums = np.stack([np.bincount(flat, rays[:, k], minlength=lut.size) for k in range(2)], 1)
+    truth = {}
+    for s in scene.segments:
+        sid, z = s["id"], plane[s["id"]]
+        centroid = np.array([*(z * sums[sid] / count[sid]), z])
+        truth[sid] = SurfaceTruth(sid, s["class_name"], bool(s["isthing"]), z, centroid, int(count[sid]))
+
+    if mixed_borders:
+        kernel = np.ones((3, 3), np.uint8)
+        seg = scene.segment_map.astype(np.float32)
+        border = cv2.dilate(seg, kernel) != cv2.erode(seg, kernel)
+        far, near = cv2.dilate(depth, kernel), cv2.erode(depth, kernel)
+        other = np.where(far - depth > depth - near, far, near)
+        t = rng.uniform(0.2, 0.8, depth.shape).astype(np.float32)
+        depth = np.where(border, depth + t * (other - depth), depth).astype(np.float32)
+    if outliers:
+        hit = rng.random(depth.shape) < outliers
+        depth[hit] = rng.uniform(0.2, 30.0, int(hit.sum()))
+    if holes:
+        depth[rng.random(depth.shape) < holes] = np.nan
+    return depth, camera, truth
