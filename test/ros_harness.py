@@ -35,3 +35,15 @@ def require_launch():
                                f"run `make ros` and source tools/ros_env.sh (make test does both)") from e
         pytest.skip(f"launch_ros not available ({e}): needs a ROS 2 installation or {THIRD_PARTY} "
                     f"(installed by `make ros`)", allow_module_level=True)
+
+
+def image_msg(stamp: int, height: int = 24, width: int = 32):
+    """A random rgb8 sensor_msgs/Image with this stamp (ns), the same pixels for the same stamp."""
+    import numpy as np
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+    msg = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3)
+    msg.header = Header(frame_id="cam")
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+    msg.data = np.random.default_rng(stamp % 997).integers(0, 255, (height, width, 3), np.uint8).tobytes()
+    return msg

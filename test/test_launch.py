@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ros_harness import require_launch, require_ros
+from ros_harness import image_msg, require_launch, require_ros
 from source_tree import copy_source_tree
 
 require_ros()
@@ -23,7 +23,6 @@ from lifecycle_msgs.srv import ChangeState  # noqa: E402
 from rcl_interfaces.srv import GetParameters  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
 
 from ovseg.msg import LabelSpace, PanopticResult, Status  # noqa: E402
 from ovseg_ros.convert import header_stamp_ns as stamp_ns  # noqa: E402
@@ -49,24 +48,20 @@ def params_file(tmp_path, **params):
     return path
 
 
-def image_msg(stamp: int, height=48, width=64):
-    msg = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3)
-    msg.header = Header(frame_id="cam")
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
-    msg.data = np.random.default_rng(stamp % 997).integers(0, 255, (height, width, 3), np.uint8).tobytes()
-    return msg
+def frame_msg(stamp: int):
+    return image_msg(stamp, 48, 64)
 
 
 def compressed_msg(stamp: int):
     import cv2
-    raw = image_msg(stamp)
+    raw = frame_msg(stamp)
     pixels = np.frombuffer(raw.data, np.uint8).reshape(raw.height, raw.width, 3)
     msg = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", pixels[..., ::-1])[1].tobytes())
     msg.header = raw.header
     return msg
 
 
-def answer(probe, launched, publisher, out_topic, stamp, make=image_msg, timeout=120.0) -> PanopticResult:
+def answer(probe, launched, publisher, out_topic, stamp, make=frame_msg, timeout=120.0) -> PanopticResult:
     """Publish a frame (again each second, as a camera would: nothing guarantees that the
     node's subscription has matched yet) until its result arrives on ``out_topic``."""
     end, sent = time.monotonic() + timeout, 0.0

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ros_harness import require_ros
+from ros_harness import image_msg, require_ros
 
 require_ros()
 
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
-from std_msgs.msg import Header, String  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
 
 from ovseg.msg import PanopticResult, Status, Vocabulary  # noqa: E402
 from ovseg.srv import SetVocabulary  # noqa: E402
@@ -29,14 +29,6 @@ LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 SMALL = dict(preset="tiny", device="cpu", input_size=64, input_qos="reliable", input_qos_depth=10,
              status_period=0.2, cameras=[CAMERA], vocabulary="car; road [stuff]")
-
-
-def image_msg(stamp: int, height=24, width=32):
-    msg = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3)
-    msg.header = Header(frame_id="cam")
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
-    msg.data = np.random.default_rng(stamp % 997).integers(0, 255, (height, width, 3), np.uint8).tobytes()
-    return msg
 
 
 def fresh_domain():
