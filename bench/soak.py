@@ -56,7 +56,7 @@ def main(argv=None) -> int:
 
     from ovseg.msg import PanopticResult, Status
     from ovseg_core.shapes.world import generate_scene, render_depth
-    from ovseg_ros.convert import header_stamp_ns
+    from ovseg_ros.convert import camera_info_topic, header_stamp_ns
     from ovseg_ros.harness import NodeProcess, Probe, isolated_env
 
     os.environ.update(isolated_env())
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     pubs = [probe.node.create_publisher(Image, t, reliable) for t in topics]
     depth_pubs = [(probe.node.create_publisher(Image, t, reliable),
-                   probe.node.create_publisher(CameraInfo, t.rsplit("/", 1)[0] + "/camera_info", reliable))
+                   probe.node.create_publisher(CameraInfo, camera_info_topic(t), reliable))
                   for t in mapping.get("depth_topics", [])]
     clouds = {"points": 0, "objects": 0, "cloud_bytes": 0}
 

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .config import preset_names
+from .config import RUNTIMES, preset_names
 from .panoptic_io import categories, panoptic_annotation, write_panoptic_json, write_panoptic_png
 from .profiling import stage_table
 from .structures import PanopticResult
@@ -54,7 +54,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="build the preset's architecture without its pretrained weights (offline trials)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the random initialisation of weights a preset does not load (reproducible runs)")
-    p.add_argument("--runtime", choices=("torch", "onnxruntime"),
+    p.add_argument("--runtime", choices=RUNTIMES,
                    help="what runs the networks (default: the preset's); onnxruntime needs --onnx-dir")
     p.add_argument("--onnx-dir", help="an `ovseg export` folder (with --runtime onnxruntime)")
 
@@ -85,8 +85,9 @@ DELEGATED_HELP = {"train": "train a mask classifier from a recipe (ovseg train -
 
 
 def _delegate(command: str, argv: List[str]) -> int:
-    """`ovseg train` and `ovseg evaluate` are the trainer's and the benchmark runner's own
-    command lines (also run by torchrun as training/train.py, training/evaluate.py)."""
+    """`ovseg train`, `ovseg evaluate` and `ovseg export` are the trainer's, the benchmark
+    runner's and the exporter's own command lines (the first two also run by torchrun as
+    training/train.py, training/evaluate.py)."""
     if command == "train":
         from .training.cli import main as run
     elif command == "export":

@@ -181,7 +181,9 @@ def _check_sizes(depth_m: np.ndarray, camera: PinholeCamera, **images) -> None:
     for name, image in images.items():
         if image is not None and np.asarray(image).shape[:2] != depth_m.shape:
             raise BadDepth(f"depth is {_wh(depth_m.shape)} but the image is {_wh(np.asarray(image).shape)} "
-                           f"({name}); register depth to the colour camera (no resizing: it would mix labels)")
+                           f"({name}); register depth to the colour camera and publish it at the colour image's "
+                           f"size (depth not registered to the colour camera is refused, never resized: "
+                           f"resizing would mix labels)")
     if (camera.height, camera.width) != depth_m.shape:
         raise BadDepth(f"depth is {_wh(depth_m.shape)} but the camera_info is {camera.width}x{camera.height}; "
                        f"use the camera_info of the colour camera the depth is registered to")

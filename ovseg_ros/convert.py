@@ -182,14 +182,17 @@ def semantic_labels(result: PanopticResult, class_ids=None, void=None) -> np.nda
 
 
 def semantic_image(result: PanopticResult, header, types: MessageTypes, class_ids=None,
-                   void=None, wide=None):
+                   void=None, wide=None, labels=None):
     """Class index per pixel, void (see :func:`semantic_void`) where the panoptic result
     has no segment, so the two outputs agree on what is labeled. With ``class_ids`` (a
     label space) each class index is written as its fixed id, void as ``void``. The
-    encoding depends on the vocabulary or label space only, never on a frame's content."""
+    encoding depends on the vocabulary or label space only, never on a frame's content.
+    ``labels``: :func:`semantic_labels` of the same arguments, when the caller has them already."""
     if class_ids is None:
         wide = len(result.class_names) > 255
-    return label_image(semantic_labels(result, class_ids, void), header, types, wide=wide)
+    if labels is None:
+        labels = semantic_labels(result, class_ids, void)
+    return label_image(labels, header, types, wide=wide)
 
 
 _IMAGE_SUFFIXES = {"image_raw", "image", "image_rect", "image_color", "image_rect_color", "compressed"}
@@ -202,6 +205,12 @@ def camera_namespace(topic: str) -> str:
     while parts and parts[-1] in _IMAGE_SUFFIXES:
         parts.pop()
     return ("/" if topic.startswith("/") else "") + "/".join(parts)
+
+
+def camera_info_topic(topic: str) -> str:
+    """"/front/image_raw" -> "/front/camera_info": image_transport's camera_info beside an image."""
+    namespace = camera_namespace(topic)
+    return f"{namespace}/camera_info" if namespace else "camera_info"
 
 
 def camera_name(topic: str, index: int) -> str:

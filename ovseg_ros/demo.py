@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .convert import header_stamp_ns
+from .convert import camera_info_topic, header_stamp_ns
 
 REPO = Path(__file__).resolve().parent.parent
 CAMERAS = ("/front/image_raw", "/rear/image_raw")
@@ -126,8 +126,7 @@ def run(out: Path, preset: str, frames: int, rate: float, vocabularies, source, 
         if topic:
             from vision_msgs.msg import Detection3DArray
             depth_pubs[cam] = (probe.node.create_publisher(Image, topic, reliable),
-                               probe.node.create_publisher(CameraInfo, topic.rsplit("/", 1)[0] + "/camera_info",
-                                                           reliable))
+                               probe.node.create_publisher(CameraInfo, camera_info_topic(topic), reliable))
             outputs[f"/ovseg/{names[cam]}/points"] = PointCloud2
             probe.subscribe(Detection3DArray, f"/ovseg/{names[cam]}/objects", reliable)
     for topic, msg_type in outputs.items():

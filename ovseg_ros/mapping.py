@@ -7,7 +7,7 @@ Hydra, nvblox, PCL and vision_msgs consumers expect. It imports message packages
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 

@@ -39,7 +39,7 @@ from ovseg_core.visualize import overlay, palette
 from ovseg_core.vocabulary import Vocabulary as CoreVocabulary
 
 from .convert import LabelSpace as LabelSpaceFile
-from .convert import (OUTPUT_LAYOUTS, BadImage, MessageTypes, camera_name, camera_namespace,  # noqa: F401
+from .convert import (OUTPUT_LAYOUTS, BadImage, MessageTypes, camera_info_topic, camera_name,  # noqa: F401
                       depth_array, header_stamp_ns,
                       output_topic, panoptic_message, rclpy_buffer, rgb_image, semantic_image, semantic_labels,
                       semantic_void, to_rgb, vocabulary_changes, vocabulary_from_request, vocabulary_message)
@@ -369,10 +369,9 @@ class SegmentationNode(LifecycleNode):
             cam.subscription = self.create_subscription(
                 msg_type, cam.topic, lambda msg, cam=cam: self._on_image(cam, msg), qos)
             if self.param("camera_info") or "mask" in cam.publishers:   # image_transport's convention
-                namespace = camera_namespace(cam.topic)
                 cam.info_subscription = self.create_subscription(
-                    CameraInfo, f"{namespace}/camera_info" if namespace else "camera_info",
-                    lambda msg, cam=cam: setattr(cam, "camera_info", msg), qos)
+                    CameraInfo, camera_info_topic(cam.topic), lambda msg, cam=cam: setattr(cam, "camera_info", msg),
+                    qos)
             self._subscribe_depth(cam, qos)
         self._running = True
         self._worker = threading.Thread(target=self._work, name="ovseg-worker", daemon=True)
@@ -699,17 +698,20 @@ class SegmentationNode(LifecycleNode):
         pubs = cam.publishers
         if "panoptic" in pubs:
             pubs["panoptic"].publish(panoptic_message(result, header, TYPES))
+        # One label per pixel (label-space ids or class indices) for the semantic image and
+        # every mapper output, computed once per frame.
+        space = self._label_space if class_ids is not None else None
+        void = space.void_id if space is not None else semantic_void(len(result.class_names))
+        mapper = bool(set(pubs) & set(MAPPER_OUTPUTS)) or cam.segmented is not None
+        labels = semantic_labels(result, class_ids if space else None, void) if "semantic" in pubs or mapper else None
         if "semantic" in pubs:
-            space = self._label_space
-            if class_ids is not None and space is not None:
-                void, ids = space.void_id, [int(i) for i in class_ids]
-                pubs["semantic"].publish(semantic_image(result, header, TYPES, class_ids, void, space.wide))
+            if space is not None:
+                pubs["semantic"].publish(semantic_image(result, header, TYPES, class_ids, void, space.wide, labels))
             else:
-                void, ids = semantic_void(len(result.class_names)), []
-                pubs["semantic"].publish(semantic_image(result, header, TYPES))
+                pubs["semantic"].publish(semantic_image(result, header, TYPES, labels=labels))
             pubs["semantic_info"].publish(SemanticInfo(
                 header=header, vocabulary_version=int(result.vocabulary_version or 0), void_label=void,
-                class_names=list(result.class_names), class_ids=ids))
+                class_names=list(result.class_names), class_ids=[int(i) for i in class_ids] if space else []))
         info = cam.camera_info
         if "camera_info" in pubs and info is not None:   # same stamp as the result, for projection
             info.header = header
@@ -717,7 +719,8 @@ class SegmentationNode(LifecycleNode):
         if "overlay" in pubs and pubs["overlay"].get_subscription_count() > 0:
             drawn = overlay(image, result, min_size=int(self.param("overlay_min_size")))
             pubs["overlay"].publish(rgb_image(drawn, header, TYPES))
-        self._publish_mapper_outputs(cam, header, image, result, class_ids)
+        if mapper:
+            self._publish_mapper_outputs(cam, header, image, result, labels, space, void)
 
     # ---- outputs for 3D mappers ----------------------------------------------------
     def _mapper_wanted(self) -> List[str]:
@@ -770,10 +773,8 @@ class SegmentationNode(LifecycleNode):
         if not cam.depth_topic or not {"points", "objects"} & set(cam.publishers):
             return
         import message_filters
-        namespace = camera_namespace(cam.depth_topic)
         depth = message_filters.Subscriber(self, Image, cam.depth_topic, qos_profile=qos)
-        info = message_filters.Subscriber(self, CameraInfo, f"{namespace}/camera_info" if namespace else "camera_info",
-                                          qos_profile=qos)
+        info = message_filters.Subscriber(self, CameraInfo, camera_info_topic(cam.depth_topic), qos_profile=qos)
         depth.registerCallback(lambda _msg, cam=cam: self._count(cam, "depth_received"))
         info.registerCallback(lambda _msg, cam=cam: self._count(cam, "depth_info_received"))
         cam.segmented = message_filters.SimpleFilter()
@@ -786,13 +787,10 @@ class SegmentationNode(LifecycleNode):
         with self._cond:
             setattr(cam, counter, getattr(cam, counter) + 1)
 
-    def _publish_mapper_outputs(self, cam: Camera, header, image: np.ndarray, result, class_ids=None):
+    def _publish_mapper_outputs(self, cam: Camera, header, image: np.ndarray, result, labels: np.ndarray,
+                                space, void: int):
+        """``labels``, ``space`` and ``void`` as the semantic image has them (see _publish)."""
         pubs = cam.publishers
-        if not set(pubs) & set(MAPPER_OUTPUTS) and cam.segmented is None:
-            return
-        space = self._label_space if class_ids is not None else None
-        void = space.void_id if space is not None else semantic_void(len(result.class_names))
-        labels = semantic_labels(result, class_ids if space is not None else None, void)
         if "detections" in pubs:
             pubs["detections"].publish(detections_2d(result, header))
         if "label_info" in pubs and cam.label_info_version != result.vocabulary_version:
@@ -831,18 +829,11 @@ class SegmentationNode(LifecycleNode):
         message_filters' synchronizer (its lock held): it must never raise."""
         try:
             from ovseg_core.geometry import PinholeCamera, backproject, depth_in_meters, objects_3d
+            # The library refuses depth without a valid pixel and any size mismatch (depth, image,
+            # camera_info): each raises a ValueError that names it.
             depth = depth_in_meters(depth_array(depth_msg), depth_msg.encoding)
-            if depth.shape != frame.labels.shape:
-                raise ValueError(f"depth is {depth.shape[1]}x{depth.shape[0]} but the image is "
-                                 f"{frame.labels.shape[1]}x{frame.labels.shape[0]}; publish depth registered to "
-                                 f"the colour camera at its resolution (resizing would mix labels)")
-            if not np.isfinite(depth).any():
-                raise ValueError("the depth image has no valid pixel (all zero or NaN)")
             camera = PinholeCamera.from_camera_info(info.width, info.height, list(info.k), list(info.d),
                                                     info.distortion_model)
-            if (camera.height, camera.width) != depth.shape:
-                raise ValueError(f"the depth camera_info is {camera.width}x{camera.height} but the depth image "
-                                 f"{depth.shape[1]}x{depth.shape[0]}; they must describe the same image")
             result, stride, pubs = frame.result, int(self.param("points_stride")), cam.publishers
             if "points" in pubs:
                 points = backproject(depth, camera, frame.image, frame.labels, frame.instances, result.segment_map,
@@ -875,9 +866,8 @@ class SegmentationNode(LifecycleNode):
                             f"last report: {cam.last_error}")
             cam.reported_depth_errors = cam.depth_errors
         if cam.depth_received and not cam.depth_info_received:
-            namespace = camera_namespace(cam.depth_topic)
-            problems.append(f"depth arrives on {cam.depth_topic} but no camera_info on {namespace}/camera_info: "
-                            f"no 3D outputs")
+            problems.append(f"depth arrives on {cam.depth_topic} but no camera_info on "
+                            f"{camera_info_topic(cam.depth_topic)}: no 3D outputs")
         return problems
 
     # ---- status -----------------------------------------------------------------
